@@ -1,0 +1,1 @@
+"""The ``kposture`` command: the services, the local environment and the operator tools."""

@@ -1,0 +1,43 @@
+"""The ``kposture`` console script: one Typer application with a sub-command per activity."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import typer
+
+from kposture.cli import dev, topics_cmd
+
+app = typer.Typer(
+    name="kposture",
+    help="Continuous security posture for fleets of Kubernetes clusters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dev.app, name="dev")
+app.add_typer(topics_cmd.app, name="topics")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kposture {importlib.metadata.version('kposture')}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Continuous security posture for fleets of Kubernetes clusters."""
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
