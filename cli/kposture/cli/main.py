@@ -6,7 +6,7 @@ import importlib.metadata
 
 import typer
 
-from kposture.cli import dev, topics_cmd
+from kposture.cli import demo, dev, topics_cmd
 
 app = typer.Typer(
     name="kposture",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(topics_cmd.app, name="topics")
+app.command("demo")(demo.run)
 
 
 def _version(value: bool) -> None:
