@@ -21,6 +21,11 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+# Popen objects of the processes this interpreter started, kept so that they are not garbage
+# collected while their process runs (Popen.__del__ warns about a live child) and so that
+# stop() can reap them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class DevEnvError(RuntimeError):
     """The local environment could not be provisioned or started; the message says why."""
@@ -93,6 +98,7 @@ class ManagedProcess:
                 )
             except OSError as exc:
                 raise DevEnvError(f"cannot start {self.name}: {exc}") from exc
+        _CHILDREN[proc.pid] = proc
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
 
@@ -114,6 +120,7 @@ class ManagedProcess:
                     break
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
+        _reap(pid)
         return True
 
     def kill(self) -> bool:
@@ -127,6 +134,7 @@ class ManagedProcess:
                 break
             time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
+        _reap(pid)
         return True
 
     def log_tail(self, lines: int = 40) -> str:
@@ -136,6 +144,13 @@ class ManagedProcess:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _reap(pid: int) -> None:
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
 
 
 def _alive(pid: int) -> bool:
