@@ -6,7 +6,7 @@ import importlib.metadata
 
 import typer
 
-from kposture.cli import demo, dev, topics_cmd
+from kposture.cli import demo, dev, evaluate_cmd, topics_cmd
 
 app = typer.Typer(
     name="kposture",
@@ -18,6 +18,8 @@ app = typer.Typer(
 app.add_typer(dev.app, name="dev")
 app.add_typer(topics_cmd.app, name="topics")
 app.command("demo")(demo.run)
+evaluate_cmd.register(app)
+app.add_typer(evaluate_cmd.baseline_app, name="baseline")
 
 
 def _version(value: bool) -> None:

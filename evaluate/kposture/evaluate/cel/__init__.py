@@ -1,0 +1,38 @@
+"""CEL for security checks: compile once into Python, evaluate fast, as Kubernetes does.
+
+Checks are CEL expressions over ``object`` (and ``oldObject``, ``namespaceObject``,
+``params``, ``request``, ``variables``), exactly as in a ValidatingAdmissionPolicy. The
+reference Python library (``celpy``) interprets a parse tree per evaluation, which is far
+too slow for the evaluate service, so the subset that baselines use is compiled here into
+one generated Python function per expression, and checked against ``celpy`` by
+differential property tests.
+
+Public surface::
+
+    program = compile("object.spec.containers.all(c, has(c.image))")
+    program.evaluate({"object": pod})      # -> True / False / value, or CelEvalError
+    program.field_paths                    # {("object", "spec", "containers", "*", "image")}
+    evaluate_reference(source, activation)  # the slow celpy evaluator, same conventions
+
+Errors::
+
+    CelError
+    ├── CelSyntaxError(message, line=, column=)   bad syntax, unknown name or function
+    └── CelEvalError(message)                     a CEL runtime error (the check errs)
+"""
+
+from kposture.evaluate.cel.errors import CelError, CelEvalError, CelSyntaxError
+from kposture.evaluate.cel.program import DEFAULT_VARIABLES, Program, compile
+from kposture.evaluate.cel.reference import evaluate_reference
+from kposture.evaluate.cel.values import CelType
+
+__all__ = [
+    "DEFAULT_VARIABLES",
+    "CelError",
+    "CelEvalError",
+    "CelSyntaxError",
+    "CelType",
+    "Program",
+    "compile",
+    "evaluate_reference",
+]

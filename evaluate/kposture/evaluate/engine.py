@@ -1,0 +1,291 @@
+"""The evaluation engine: resolved baselines in, one result per applicable check out.
+
+Built once per policy set: every CEL expression is compiled once, rules are indexed by
+(API group, kind) so an object only meets the checks that can apply to it, and each kind gets
+the projection of the fields its checks read. ``evaluate`` is then a pure function of the object
+(and its namespace), cheap enough to run for every watch event.
+
+Results are ``common.Result`` values: ``pass``, ``fail``, ``error`` (the check could not be
+evaluated: never remediate on it) and ``skip`` (the check's match excludes this object).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kposture.evaluate import baselines, cel, loading, projection, workloads
+from kposture.schemas import common
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """The verdict of one check on one object.
+
+    ``path`` is the offending field in the real object (for pod templates, under the
+    template); it is empty when the check names none.
+    """
+
+    baseline: str
+    baseline_version: str
+    check_id: str
+    result: common.Result
+    severity: common.Severity
+    controls: tuple[str, ...]
+    message: str
+    path: str
+    title: str = ""
+    fix: baselines.Fix | None = None
+
+
+class _Bound:
+    """A rule ready to run on one kind: compiled programs and where its Pod view comes from.
+
+    Results are frozen, so the pass result (and the fail result when the message is static)
+    is built once here and shared by every evaluation: most results are passes, and building
+    a result per check per object was the largest cost of ``evaluate``.
+    """
+
+    __slots__ = (
+        "failed",
+        "message_program",
+        "needs_inventory",
+        "passed",
+        "policy",
+        "program",
+        "rule",
+        "scoped",
+        "template_path",
+    )
+
+    def __init__(
+        self,
+        policy: baselines.Policy,
+        rule: baselines.Rule,
+        program: cel.Program,
+        message_program: cel.Program | None,
+        template_path: tuple[str, ...] | None,
+    ) -> None:
+        self.policy = policy
+        self.rule = rule
+        self.program = program
+        self.message_program = message_program
+        self.template_path = template_path  # None: the rule reads the object itself
+        match = rule.check.match
+        self.scoped = bool(
+            match.namespaces
+            or match.excluded_namespaces
+            or match.object_selector
+            or match.namespace_selector
+        )
+        self.needs_inventory = bool(rule.check.needs)
+        self.passed = _result(self, common.Result.PASS, "")
+        self.failed = _result(self, common.Result.FAIL, rule.message)
+
+
+@dataclasses.dataclass(frozen=True)
+class _KindPlan:
+    """What runs for one (API group, kind): its rules, projection and pod-template path."""
+
+    rules: tuple[_Bound, ...]
+    trie: projection.Trie | None
+    template_path: tuple[str, ...] | None
+
+
+_NO_PLAN = _KindPlan(rules=(), trie={}, template_path=None)
+
+
+class Engine:
+    """Evaluates objects against a fixed set of resolved baselines (``baselines.Policy``).
+
+    Rules that declare ``needs`` (cross-object checks reading ``inventory``) run only when
+    ``evaluate`` is given an inventory; without one they produce no result.
+    """
+
+    def __init__(self, policies: Iterable[baselines.Policy]) -> None:
+        self.policies = tuple(policies)
+        self._programs: dict[str, cel.Program] = {}
+        self._plans: dict[tuple[str, str], _KindPlan] = {}
+        self._rules = [
+            (policy, rule, self._compile(rule.validation), self._compile_optional(rule))
+            for policy in self.policies
+            for rule in policy.rules
+        ]
+        # The inventory views (``needs``) the caller must maintain for cross-object checks.
+        self.inventory_views = frozenset(
+            need for policy in self.policies for rule in policy.rules for need in rule.check.needs
+        )
+        # Everything a result carries comes from the rules, so their repr identifies the set.
+        self.fingerprint = projection.digest([[p.ref, repr(p.rules)] for p in self.policies])
+
+    @classmethod
+    def from_refs(cls, refs: Iterable[str]) -> Engine:
+        """An engine for built-in baseline references such as ``pss-restricted@v1.25``."""
+        return cls(loading.policy(ref) for ref in refs)
+
+    def _compile(self, source: str) -> cel.Program:
+        # Many versions of a check share one expression: compile each distinct source once.
+        program = self._programs.get(source)
+        if program is None:
+            program = self._programs[source] = cel.compile(
+                source, variables=baselines.CEL_VARIABLES
+            )
+        return program
+
+    def _compile_optional(self, rule: baselines.Rule) -> cel.Program | None:
+        return self._compile(rule.message_expression) if rule.message_expression else None
+
+    def _plan(self, api_version: str, kind: str) -> _KindPlan:
+        # The rules and projection of one kind, computed on first sight and then cached.
+        key = (workloads.group_of(api_version), kind)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._make_plan(*key)
+        return plan
+
+    def _make_plan(self, group: str, kind: str) -> _KindPlan:
+        template_path = workloads.TEMPLATE_PATHS.get((group, kind))
+        bound: list[_Bound] = []
+        paths: set[tuple[str, ...]] = set()
+        for policy, rule, program, message_program in self._rules:
+            match = rule.check.match
+            if rule.check.target is baselines.Target.POD_SPEC:
+                if template_path is None or (match.kinds and kind not in match.kinds):
+                    continue
+                rule_template: tuple[str, ...] | None = template_path
+            else:
+                if not _kind_matches(match, group, kind):
+                    continue
+                rule_template = None
+            bound.append(_Bound(policy, rule, program, message_program, rule_template))
+            for program_ in (program, message_program):
+                if program_ is not None:
+                    paths.update(
+                        workloads.real_field_path(path, rule_template or ())
+                        for path in program_.field_paths
+                    )
+        if not bound:
+            return _NO_PLAN
+        return _KindPlan(tuple(bound), projection.build(paths), template_path)
+
+    def project(self, obj: Mapping[str, Any]) -> Any:
+        """``obj`` reduced to the fields its checks read."""
+        plan = self._plan(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        return projection.project(obj, plan.trie)
+
+    def digest(self, obj: Mapping[str, Any]) -> str:
+        """A content digest of what the checks read; unchanged digest, unchanged results.
+
+        It covers the projected fields, the labels and namespace (which ``match`` reads), and
+        the policy set's fingerprint, so a new baseline version changes every digest.
+        """
+        metadata = obj.get("metadata") or {}
+        scope = [metadata.get("namespace"), metadata.get("labels")]
+        return projection.digest([scope, self.project(obj)], salt=self.fingerprint)
+
+    def evaluate(
+        self,
+        obj: Mapping[str, Any],
+        *,
+        namespace_obj: Mapping[str, Any] | None = None,
+        inventory: Mapping[str, Any] | None = None,
+    ) -> list[CheckResult]:
+        """Run every check that applies to ``obj``'s kind; one result per check."""
+        plan = self._plan(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        if not plan.rules:
+            return []
+        projected = projection.project(obj, plan.trie)
+        view: Mapping[str, Any] | None = None
+        if plan.template_path is not None:
+            view = workloads.pod_view(projected, plan.template_path)
+        object_activation = {"object": projected, "namespaceObject": namespace_obj}
+        view_activation = {"object": view, "namespaceObject": namespace_obj}
+        if inventory is not None:
+            object_activation["inventory"] = view_activation["inventory"] = inventory
+        results: list[CheckResult] = []
+        for bound in plan.rules:
+            if bound.needs_inventory and inventory is None:
+                continue
+            is_view = bound.template_path is not None
+            if is_view and view is None:
+                results.append(_result(bound, common.Result.SKIP, "the object has no pod template"))
+                continue
+            if bound.scoped:
+                reason = _out_of_scope(bound.rule.check.match, obj, namespace_obj)
+                if reason is not None:
+                    status = common.Result.ERROR if reason.startswith("!") else common.Result.SKIP
+                    results.append(_result(bound, status, reason.lstrip("!")))
+                    continue
+            results.append(_run(bound, view_activation if is_view else object_activation))
+        return results
+
+
+def _run(bound: _Bound, activation: Mapping[str, Any]) -> CheckResult:
+    try:
+        verdict = bound.program.evaluate(activation)
+    except cel.CelEvalError as exc:
+        return _result(bound, common.Result.ERROR, f"validation could not be evaluated: {exc}")
+    if not isinstance(verdict, bool):
+        return _result(bound, common.Result.ERROR, f"validation returned {verdict!r}, not a bool")
+    if verdict:
+        return bound.passed
+    if bound.message_program is None:
+        return bound.failed
+    # As in ValidatingAdmissionPolicy: a failing messageExpression falls back to message.
+    try:
+        rendered = bound.message_program.evaluate(activation)
+    except cel.CelEvalError:
+        return bound.failed
+    if isinstance(rendered, str) and rendered.strip():
+        return dataclasses.replace(bound.failed, message=rendered)
+    return bound.failed
+
+
+def _result(bound: _Bound, status: common.Result, message: str) -> CheckResult:
+    check = bound.rule.check
+    path = check.path if status is common.Result.FAIL else ""
+    if bound.template_path:
+        path = workloads.real_path(path, bound.template_path)
+    return CheckResult(
+        baseline=bound.policy.baseline,
+        baseline_version=bound.policy.version,
+        check_id=check.id,
+        result=status,
+        severity=check.severity,
+        controls=check.controls,
+        message=message,
+        path=path,
+        title=check.title,
+        fix=check.fix,
+    )
+
+
+def _kind_matches(match: baselines.Match, group: str, kind: str) -> bool:
+    groups_ok = not match.api_groups or "*" in match.api_groups or group in match.api_groups
+    kinds_ok = not match.kinds or "*" in match.kinds or kind in match.kinds
+    # An object check without kinds would run on everything; require them to be explicit.
+    return groups_ok and kinds_ok and bool(match.kinds)
+
+
+def _out_of_scope(
+    match: baselines.Match, obj: Mapping[str, Any], namespace_obj: Mapping[str, Any] | None
+) -> str | None:
+    """Why the check does not apply (``None`` if it does); a leading ``!`` marks an error."""
+    metadata = obj.get("metadata") or {}
+    namespace = metadata.get("namespace") or ""
+    if match.namespaces and namespace not in match.namespaces:
+        return f"namespace {namespace!r} is not in the check's namespaces"
+    if namespace and namespace in match.excluded_namespaces:
+        return f"namespace {namespace!r} is excluded"
+    if match.object_selector is not None and not match.object_selector.matches(
+        metadata.get("labels") or {}
+    ):
+        return "the object's labels do not match the check's objectSelector"
+    if match.namespace_selector is not None and namespace:
+        if namespace_obj is None:
+            return "!the check has a namespaceSelector but the namespace object is unknown"
+        labels = (namespace_obj.get("metadata") or {}).get("labels") or {}
+        if not match.namespace_selector.matches(labels):
+            return "the namespace's labels do not match the check's namespaceSelector"
+    return None

@@ -1,0 +1,345 @@
+"""Processing one record: decode, evaluate, track, and say what to publish and what to store.
+
+This is the stream processor without the stream: ``Processor`` turns a resource event (with
+the object's previous state and its namespace) into the object's new state and the CloudEvents
+to publish. ``app`` feeds it from faust and writes what it returns; nothing here does I/O, so
+the same logic runs in unit tests, in the faust worker and in a re-evaluation sweep.
+
+The per-object state keeps the normalised object (compressed) so that a new policy version can
+re-evaluate the inventory without re-reading the resources topic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import msgspec
+import orjson
+
+from kposture.evaluate import policy_store, posture, tracking
+from kposture.schemas import codec, common, deadletter, envelope, findings, resources, topics
+
+SERVICE = "evaluate"
+Clock = Callable[[], dt.datetime]
+
+
+class ObjectState(msgspec.Struct, kw_only=True):
+    """What the table keeps per object (key ``<cluster>/<uid>``).
+
+    ``digest`` covers what the checks read, the policy fingerprint and the namespace labels:
+    when it is unchanged, re-running the checks cannot change a verdict. ``partition`` is the
+    source partition, so a sweep knows which objects are its own. ``passed`` lists the checks
+    that pass, for posture.
+    """
+
+    cluster: str
+    ref: common.ObjectRef
+    partition: int
+    digest: str
+    fingerprint: str
+    observed_at: common.Timestamp
+    object: bytes  # zlib-compressed JSON of the last normalised object
+    source_digest: str = ""  # ingest's digest of the object: equal means nothing changed
+    passed: tuple[tuple[str, str], ...] = ()
+    open: tuple[tracking.OpenFinding, ...] = ()
+
+    def load_object(self) -> dict[str, Any]:
+        """The stored object."""
+        loaded: dict[str, Any] = orjson.loads(zlib.decompress(self.object))
+        return loaded
+
+
+_STATE_ENCODER = msgspec.msgpack.Encoder()
+_STATE_DECODER = msgspec.msgpack.Decoder(ObjectState)
+
+
+def encode_state(state: ObjectState) -> bytes:
+    """The table value of a state."""
+    return _STATE_ENCODER.encode(state)
+
+
+def decode_state(data: bytes) -> ObjectState:
+    """A state from its table value."""
+    return _STATE_DECODER.decode(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """One record to publish: the logical topic, the key and the CloudEvent."""
+
+    topic: topics.Topic
+    key: str
+    event: envelope.CloudEvent
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """The result of processing: the new state (``None``: delete the key) and the records.
+
+    ``changed`` is false when the stored state is still exact, so nothing needs writing.
+    """
+
+    state: ObjectState | None
+    outputs: list[Output]
+    changed: bool = True
+
+
+class Processor:
+    """Evaluates objects under the policy in force and tracks their findings.
+
+    ``policy`` may be swapped at any time (hot reload); ``tally`` accumulates posture for the
+    partitions this worker owns.
+    """
+
+    def __init__(self, policy: policy_store.PolicySet, *, clock: Clock = common.utcnow) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.tally = posture.Tally()
+
+    def on_resource(
+        self,
+        event: resources.ResourceEvent,
+        *,
+        previous: ObjectState | None,
+        partition: int,
+        namespace_obj: Mapping[str, Any] | None,
+    ) -> Step:
+        """Process one resource event of the object whose previous state is ``previous``."""
+        now = self.clock()
+        if event.change is resources.Change.DELETED:
+            if previous is None:
+                return Step(None, [])
+            context = self._context(
+                event.cluster, event.ref, event.object, namespace_obj, now, event.observed_at
+            )
+            outcome = tracking.gone(previous.open, context)
+            self._retally(previous, None)
+            return Step(None, self._publish(outcome.transitions))
+        return self._evaluate(
+            event.cluster,
+            event.ref,
+            event.object,
+            observed_at=event.observed_at,
+            previous=previous,
+            partition=partition,
+            namespace_obj=namespace_obj,
+            now=now,
+            source_digest=event.digest,
+        )
+
+    def sweep(self, previous: ObjectState, *, namespace_obj: Mapping[str, Any] | None) -> Step:
+        """Bring a stored object up to the policy in force and the current time.
+
+        Re-evaluates it if the policy's checks changed since it was evaluated; otherwise only
+        re-applies exceptions and priority (an exception was published or expired).
+        """
+        return self._evaluate(
+            previous.cluster,
+            previous.ref,
+            previous.load_object(),
+            observed_at=previous.observed_at,
+            previous=previous,
+            partition=previous.partition,
+            namespace_obj=namespace_obj,
+            now=self.clock(),
+            source_digest=previous.source_digest,
+        )
+
+    def _evaluate(
+        self,
+        cluster: str,
+        ref: common.ObjectRef,
+        obj: Mapping[str, Any],
+        *,
+        observed_at: dt.datetime,
+        previous: ObjectState | None,
+        partition: int,
+        namespace_obj: Mapping[str, Any] | None,
+        now: dt.datetime,
+        source_digest: str,
+    ) -> Step:
+        policy = self.policy
+        salt = _namespace_salt(namespace_obj)
+        context = self._context(cluster, ref, obj, namespace_obj, now, observed_at)
+        if (
+            previous is not None
+            and source_digest
+            and previous.source_digest == source_digest
+            and previous.fingerprint == policy.fingerprint
+            and previous.digest.endswith(salt)
+        ):
+            # The same object under the same policy (an anti-entropy resync, a redelivery):
+            # skip projecting, compressing and rewriting it; only time and exceptions can
+            # have changed a finding.
+            outcome = tracking.refresh(previous.open, context)
+            if not outcome.transitions and outcome.open == previous.open:
+                return Step(previous, [], changed=False)
+            state = msgspec.structs.replace(previous, open=outcome.open)
+            self._retally(previous, state)
+            return Step(state, self._publish(outcome.transitions))
+        digest = f"{policy.engine.digest(obj)}.{salt}"
+        before = previous.open if previous is not None else ()
+        if previous is not None and previous.digest == digest:
+            outcome = tracking.refresh(before, context)
+            passed = previous.passed
+        else:
+            results = policy.engine.evaluate(obj, namespace_obj=namespace_obj)
+            outcome = tracking.track(before, map(tracking.Verdict.of, results), context)
+            passed = tuple(
+                (r.baseline, r.check_id) for r in results if r.result is common.Result.PASS
+            )
+        state = ObjectState(
+            cluster=cluster,
+            ref=ref,
+            partition=partition,
+            digest=digest,
+            fingerprint=policy.fingerprint,
+            observed_at=observed_at,
+            object=zlib.compress(orjson.dumps(obj), 1),
+            passed=passed,
+            open=outcome.open,
+            source_digest=source_digest,
+        )
+        self._retally(previous, state)
+        return Step(state, self._publish(outcome.transitions))
+
+    def _context(  # noqa: PLR0917 - private helper, called twice with the same order
+        self,
+        cluster: str,
+        ref: common.ObjectRef,
+        obj: Mapping[str, Any],
+        namespace_obj: Mapping[str, Any] | None,
+        now: dt.datetime,
+        observed_at: dt.datetime,
+    ) -> tracking.Context:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return tracking.Context(
+            cluster=cluster,
+            ref=ref,
+            labels=labels if isinstance(labels, Mapping) else {},
+            observed_at=observed_at,
+            now=now,
+            owner=tracking.owner_of(obj, namespace_obj),
+            exposure=tracking.exposure_of(obj, namespace_obj),
+            waivers=self.policy.waivers,
+        )
+
+    def _retally(self, old: ObjectState | None, new: ObjectState | None) -> None:
+        holder = new if new is not None else old
+        if holder is not None:
+            self.tally.replace(holder.partition, _contribution(old), _contribution(new))
+
+    def retally(self, states: Iterable[ObjectState], *, partition: int) -> None:
+        """Rebuild one partition's posture from the table (after recovery or a sweep)."""
+        self.tally.drop(partition)
+        for state in states:
+            self.tally.add(partition, _contribution(state))
+
+    def posture(self, *, only_changed: bool) -> list[Output]:
+        """Posture snapshots to publish (the changed ones, or all of them)."""
+        snapshots = self.tally.snapshots(
+            self.policy.meta, now=self.clock(), only_changed=only_changed
+        )
+        return [
+            Output(
+                topics.Topic.POSTURE,
+                snapshot.key,
+                envelope.wrap(
+                    snapshot,
+                    event_type=codec.POSTURE_TYPE,
+                    source=f"kposture://{snapshot.cluster}/{SERVICE}",
+                    subject=f"{snapshot.scope}/{snapshot.scope_key}",
+                    time=snapshot.computed_at,
+                ),
+            )
+            for snapshot in snapshots
+        ]
+
+    def _publish(self, transitions: Iterable[findings.Finding]) -> list[Output]:
+        return [
+            Output(
+                topics.Topic.FINDINGS,
+                finding.key,
+                envelope.wrap(
+                    finding,
+                    event_type=codec.finding_type(finding.state),
+                    source=f"kposture://{finding.cluster}/{SERVICE}",
+                    subject=finding.ref.subject,
+                    time=finding.detected_at,
+                ),
+            )
+            for finding in transitions
+        ]
+
+
+def decode_resource(
+    headers: Iterable[tuple[str, bytes]], value: bytes | None, *, key: bytes | None
+) -> resources.ResourceEvent:
+    """A resource event from a record; ``codec.DecodeError`` if it is anything else.
+
+    The record key must be the event's ``<cluster>/<uid>``: the object's state is stored under
+    it, so a mismatch would split one object's history.
+    """
+    _, model = envelope.decode_record(headers, value)
+    if not isinstance(model, resources.ResourceEvent):
+        raise codec.DecodeError(f"expected a resource event, got {type(model).__name__}")
+    if key != model.key.encode():
+        raise codec.DecodeError(f"record key {key!r} does not match the event's {model.key!r}")
+    return model
+
+
+def dead_letter(
+    reason: str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Mapping[str, bytes],
+    now: dt.datetime,
+) -> Output:
+    """The DLQ record for a record that could not be decoded or evaluated."""
+    letter = deadletter.DeadLetter(
+        reason=reason,
+        service=SERVICE,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        value=value,
+        headers=dict(headers),
+        failed_at=now,
+    )
+    event = envelope.wrap(
+        letter, event_type=codec.DEADLETTER_TYPE, source=f"kposture://-/{SERVICE}", time=now
+    )
+    return Output(topics.Topic.DLQ, key.decode(errors="replace") if key else "", event)
+
+
+def namespace_key(cluster: str, namespace: str) -> str:
+    """The key of a namespace object in the namespaces table."""
+    return f"{cluster}/{namespace}"
+
+
+def _namespace_salt(namespace_obj: Mapping[str, Any] | None) -> str:
+    # namespaceSelector matches read the namespace's labels: a label change must re-evaluate.
+    labels = ((namespace_obj or {}).get("metadata") or {}).get("labels") or {}
+    salt = hashlib.blake2b(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS), digest_size=8)
+    return salt.hexdigest()
+
+
+def _contribution(state: ObjectState | None) -> posture.Contribution | None:
+    if state is None:
+        return None
+    return posture.contribution(
+        cluster=state.cluster,
+        namespace=state.ref.namespace,
+        passed=state.passed,
+        open_findings=state.open,
+    )
