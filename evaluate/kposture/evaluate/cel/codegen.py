@@ -88,7 +88,6 @@ def _base_namespace() -> dict[str, object]:
         "_size": runtime.size,
         "_iterate": runtime.iterate,
         "_throw": runtime.throw,
-        "_no_overload": runtime.no_overload,
         "_logic_error": control.logic_error,
         "_opt_select": control.optional_select,
         "_opt_index": control.optional_index,

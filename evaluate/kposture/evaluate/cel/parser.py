@@ -80,19 +80,23 @@ class _Parser:
 
     @property
     def token(self) -> lexer.Token:
+        """The current token."""
         return self.tokens[self.index]
 
     def at(self, op: str) -> bool:
+        """Whether the current token is the operator ``op``."""
         token = self.tokens[self.index]
         return token.kind == "op" and token.value == op
 
     def accept(self, op: str) -> bool:
+        """Consume the operator ``op`` if it is next."""
         if self.at(op):
             self.index += 1
             return True
         return False
 
     def expect(self, op: str) -> lexer.Token:
+        """Consume the operator ``op`` or fail."""
         token = self.token
         if not self.at(op):
             raise self.error(token.pos, f"expected {op!r}, found {self.describe(token)}")
@@ -100,16 +104,20 @@ class _Parser:
         return token
 
     def expect_eof(self) -> None:
+        """Fail unless all input was consumed."""
         if self.token.kind != "eof":
             raise self.error(self.token.pos, f"unexpected {self.describe(self.token)}")
 
     def describe(self, token: lexer.Token) -> str:
+        """How ``token`` is quoted in error messages."""
         return "end of input" if token.kind == "eof" else repr(self.source[token.pos :][:12])
 
     def error(self, pos: int, message: str) -> errors.CelSyntaxError:
+        """A syntax error at offset ``pos``."""
         return lexer.syntax_error(self.source, pos, message)
 
     def ident(self) -> lexer.Token:
+        """Consume a name or fail."""
         token = self.token
         if token.kind != "ident":
             raise self.error(token.pos, f"expected a name, found {self.describe(token)}")
@@ -119,6 +127,7 @@ class _Parser:
     # --- grammar -------------------------------------------------------------------------
 
     def expr(self) -> nodes.Expr:
+        """Expr = ConditionalOr ["?" ConditionalOr ":" Expr]."""
         self.depth += 1
         if self.depth > MAX_NESTING:
             raise self.error(self.token.pos, f"expression nested deeper than {MAX_NESTING}")
@@ -133,6 +142,7 @@ class _Parser:
         return cond
 
     def logical(self, op: str) -> nodes.Expr:
+        """ConditionalOr = ConditionalAnd {"||" ConditionalAnd}; ConditionalAnd likewise."""
         start = self.token.pos
         operands = [self.logical("&&") if op == "||" else self.relation()]
         while self.accept(op):
@@ -142,6 +152,7 @@ class _Parser:
         return nodes.Logical(start, op, tuple(operands))
 
     def relation(self) -> nodes.Expr:
+        """Relation = Addition {("<" | "<=" | ... | "in") Addition}."""
         start = self.token.pos
         left = self.addition()
         while True:
@@ -153,6 +164,7 @@ class _Parser:
             left = nodes.Binary(start, str(op), left, self.addition())
 
     def addition(self) -> nodes.Expr:
+        """Addition = Multiplication {("+" | "-") Multiplication}."""
         start = self.token.pos
         left = self.multiplication()
         while self.at("+") or self.at("-"):
@@ -162,6 +174,7 @@ class _Parser:
         return left
 
     def multiplication(self) -> nodes.Expr:
+        """Multiplication = Unary {("*" | "/" | "%") Unary}."""
         start = self.token.pos
         left = self.unary()
         while self.at("*") or self.at("/") or self.at("%"):
@@ -171,6 +184,7 @@ class _Parser:
         return left
 
     def unary(self) -> nodes.Expr:
+        """Unary = {"!" | "-"} Member."""
         start = self.token.pos
         ops: list[str] = []
         while self.at("!") or self.at("-"):
@@ -191,6 +205,7 @@ class _Parser:
         return operand
 
     def member(self, literal: nodes.Literal | None = None) -> nodes.Expr:
+        """Member = Primary {"." ["?"] IDENT ["(" args ")"] | "[" ["?"] Expr "]"}."""
         start = self.token.pos if literal is None else literal.pos
         expr = self.primary() if literal is None else literal
         while True:
@@ -216,6 +231,7 @@ class _Parser:
     def method(
         self, start: int, pos: int, target: nodes.Expr, name: str, args: list[nodes.Expr]
     ) -> nodes.Expr:
+        """A method call, or a macro (all, exists, exists_one, filter, map) expanded."""
         arity = _MACROS.get(name)
         if arity is None or len(args) not in (2, arity):
             if name in _MACROS:
@@ -230,6 +246,7 @@ class _Parser:
         return nodes.Comprehension(start, name, var.name, target, args[1], None)
 
     def arguments(self, closer: str) -> list[nodes.Expr]:
+        """A comma-separated list of expressions up to ``closer``."""
         args: list[nodes.Expr] = []
         if self.accept(closer):
             return args
@@ -240,6 +257,7 @@ class _Parser:
             self.expect(",")
 
     def primary(self) -> nodes.Expr:
+        """Primary = literal | name or call | "(" Expr ")" | list | map."""
         token = self.token
         kind = token.kind
         pos = token.pos
@@ -263,6 +281,7 @@ class _Parser:
         raise self.error(pos, f"unexpected {self.describe(token)}")
 
     def name(self) -> nodes.Expr:
+        """A name, a keyword literal, a global call, or the has() macro."""
         token = self.ident()
         name = str(token.value)
         pos = token.pos
@@ -282,6 +301,7 @@ class _Parser:
         return nodes.Call(pos, name, None, tuple(args))
 
     def list_literal(self, pos: int) -> nodes.Expr:
+        """[a, ?b, ...] after the opening bracket."""
         elements: list[nodes.Expr] = []
         optional: list[bool] = []
         while not self.accept("]"):
@@ -293,6 +313,7 @@ class _Parser:
         return nodes.ListLit(pos, tuple(elements), tuple(optional))
 
     def map_literal(self, pos: int) -> nodes.Expr:
+        """{k: v, ?k2: v2, ...} after the opening brace."""
         entries: list[tuple[nodes.Expr, nodes.Expr, bool]] = []
         while not self.accept("}"):
             optional = self.accept("?")

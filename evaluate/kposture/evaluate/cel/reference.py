@@ -21,7 +21,7 @@ follows instead (the differential tests avoid these shapes):
 * the result of string concatenation has no ``contains()`` method;
 * ``0.0 / 0.0`` is infinite instead of NaN;
 * ``-9223372036854775808 % -1`` is 0 instead of an overflow error;
-* ``has()`` on an undeclared variable is false instead of an error;
+* ``has(a.b.c)`` is false when ``a.b`` is missing (or ``a`` undeclared) instead of an error;
 * the three-argument ``map(x, p, t)`` and the Kubernetes string, list, regex and optional
   libraries are not available.
 """

@@ -294,6 +294,10 @@ def find_key(mapping: Mapping[object, object], key: object) -> object:
 
 def index(container: object, key: object) -> object:
     """CEL ``container[key]`` for lists (no negative indexes) and maps."""
+    if type(container) is dict and type(key) is str:
+        if key in container:
+            return container[key]
+        raise errors.CelEvalError(f"no such key: {key!r}")
     if isinstance(container, Mapping):
         found = find_key(container, key)
         if found is MISSING:
@@ -333,6 +337,8 @@ def contains(item: object, container: object) -> bool:
         if type(item) is str:
             return item in container  # a str only equals a str, so Python's test is exact
         return any(equals(item, element) for element in container)
+    if type(container) is dict and type(item) is str:
+        return item in container
     if isinstance(container, Mapping):
         return find_key(container, item) is not MISSING
     if isinstance(container, Sequence) and is_list(container):
@@ -342,7 +348,7 @@ def contains(item: object, container: object) -> bool:
 
 def iterate(container: object) -> Sequence[object]:
     """What a comprehension macro iterates: list elements, or map keys."""
-    if isinstance(container, Mapping):
+    if type(container) is dict or isinstance(container, Mapping):
         return list(container)
     if isinstance(container, Sequence) and is_list(container):
         return container
@@ -351,6 +357,8 @@ def iterate(container: object) -> Sequence[object]:
 
 def size(value: object) -> int:
     """CEL ``size()``: code points of a string, bytes, list elements or map entries."""
+    if type(value) is str or type(value) is dict:
+        return len(value)
     if isinstance(value, (str, bytes, Mapping, Sequence)) and type(value) is not bytearray:
         return len(value)
     raise no_overload("size", value)
