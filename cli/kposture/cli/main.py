@@ -6,7 +6,7 @@ import importlib.metadata
 
 import typer
 
-from kposture.cli import demo, dev, evaluate_cmd, topics_cmd
+from kposture.cli import audit_cmd, demo, dev, evaluate_cmd, remediate_cmd, topics_cmd
 
 app = typer.Typer(
     name="kposture",
@@ -20,6 +20,9 @@ app.add_typer(topics_cmd.app, name="topics")
 app.command("demo")(demo.run)
 evaluate_cmd.register(app)
 app.add_typer(evaluate_cmd.baseline_app, name="baseline")
+app.add_typer(remediate_cmd.remediate_app, name="remediate")
+app.add_typer(remediate_cmd.app, name="remediation")
+app.add_typer(audit_cmd.app, name="audit")
 
 
 def _version(value: bool) -> None:

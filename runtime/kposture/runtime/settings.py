@@ -108,6 +108,13 @@ class RemediateSettings(_Base, kw_only=True, forbid_unknown_fields=True, frozen=
     breaker_touch_percent: float = 20.0
     breaker_window_s: float = 600.0
     automation_service_accounts: list[str] = msgspec.field(default_factory=list)
+    canary_timeout_s: float = 300.0  # how long a canary's rollout may take to become healthy
+    canary_soak_s: float = 5.0  # how long a healthy canary must stay healthy before the rest
+    # Server-side apply never forces. A conflict on fields that only imperative writers
+    # (create/update/patch, e.g. `kubectl edit`) set is resolved with a JSON Patch guarded by
+    # tests on uid, resourceVersion and every old value; fields owned by an Apply manager or a
+    # GitOps controller are always escalated. False escalates every conflict.
+    take_over_imperative_fields: bool = True
     group_id: str = "kposture-remediate"
     http: HttpSettings = HttpSettings(port=9103)
 

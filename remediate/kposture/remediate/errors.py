@@ -1,0 +1,78 @@
+"""The remediator's errors. Each carries ``retriable`` as a class flag; causes are chained.
+
+::
+
+    RemediationError
+    ├── NoFixError               the check has no mechanical fix for this object (not retriable)
+    ├── UnsafeTargetError        the object cannot be fixed in place (bare Pod, ...) (not retriable)
+    ├── ApplyError               the apiserver refused a write (retriable unless said otherwise)
+    │   ├── FieldConflictError   another field manager owns a field we would change: escalate
+    │   ├── StaleObjectError     uid/resourceVersion precondition failed: replan from the latest
+    │   ├── ObjectGoneError      the object was deleted meanwhile (not retriable)
+    │   └── RejectedError        invalid or forbidden (4xx): the same request fails again
+    ├── VerificationError        the fix did not hold when re-read, or health regressed
+    └── RollbackError            the pre-image could not be restored (fields changed since)
+"""
+
+from __future__ import annotations
+
+
+class RemediationError(Exception):
+    """Base of everything the remediator raises on purpose."""
+
+    retriable = False
+
+
+class NoFixError(RemediationError):
+    """The check has no mechanical fix, or the fix does not apply to this object."""
+
+
+class UnsafeTargetError(RemediationError):
+    """The object cannot be fixed in place (for example a bare Pod without an owner)."""
+
+
+class ApplyError(RemediationError):
+    """The apiserver refused a write for a reason that a later attempt may not meet."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FieldConflictError(ApplyError):
+    """Server-side apply found fields owned by other managers; we never force, we escalate."""
+
+    retriable = False
+
+    def __init__(self, message: str, *, managers: list[str], fields: list[str]) -> None:
+        super().__init__(message, status=409)
+        self.managers = managers
+        self.fields = fields
+
+
+class StaleObjectError(ApplyError):
+    """The object changed since it was read: plan again from the latest state."""
+
+    retriable = True
+
+
+class ObjectGoneError(ApplyError):
+    """The object no longer exists (or was recreated with another uid)."""
+
+    retriable = False
+
+
+class RejectedError(ApplyError):
+    """The apiserver rejected the request as invalid or forbidden; repeating it cannot help."""
+
+    retriable = False
+
+
+class VerificationError(RemediationError):
+    """Re-reading the object shows the fix did not take, or the rollout became unhealthy."""
+
+
+class RollbackError(RemediationError):
+    """The pre-image cannot be restored, because the fields changed after our write."""

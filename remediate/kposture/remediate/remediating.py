@@ -1,0 +1,373 @@
+"""Remediating: one finding, from policy to a verified (or rolled back) fix, every step audited.
+
+The steps, each recorded in the ledger and the audit chain: screen the finding, look for an
+earlier decision (redelivery -> no-op), read the object and its namespace, resolve the mode,
+follow owners to the template to fix, plan, judge (GitOps and automation accounts escalate),
+record ``planned``, server-side dry run, then -- in enforce mode -- wait for approval, a canary
+or the throttle, apply, verify, and roll back if the fix did not hold or health regressed.
+A stale plan (the object changed) is planned again from the latest state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from kposture.remediate import (
+    applying,
+    auditing,
+    canarying,
+    errors,
+    fixes,
+    journaling,
+    planning,
+    policy,
+    recording,
+    throttling,
+    verifying,
+)
+from kposture.runtime import settings as settings_mod
+from kposture.schemas import audit, common, findings, remediation
+
+log = logging.getLogger(__name__)
+
+Phase = remediation.Phase
+Act, Out = audit.Action, audit.Outcome
+_REPLANS = 5
+_REPLAN_PAUSE_S = 0.2  # doubled per attempt: a rollout's status churn settles in seconds
+_REFUSED_POLL_S = 0.5
+
+
+class Remediator:
+    """Acts on findings for a set of clusters; all its side effects go through its ports."""
+
+    def __init__(
+        self,
+        settings: settings_mod.RemediateSettings,
+        *,
+        clusters: Mapping[str, applying.Kube],
+        ledger: journaling.LedgerPort,
+        auditor: auditing.AuditSink,
+        throttle: throttling.Throttle,
+        canary_timeout_s: float = 300.0,
+        canary_soak_s: float = 5.0,
+        take_over_imperative: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.clusters = clusters
+        self.ledger = ledger
+        self.journal = journaling.Journal(ledger=ledger, auditor=auditor)
+        self.throttle = throttle
+        self.canary_timeout_s = canary_timeout_s
+        self.canary_soak_s = canary_soak_s
+        # Fields only imperative writers own are fixed with a guarded JSON Patch (see
+        # policy.takeover_refusal); False escalates every server-side apply conflict.
+        self.take_over_imperative = take_over_imperative
+        self._clock = clock
+        self._sleep = sleep
+        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
+        self.canaries = canarying.CanaryGate()
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    # -- the pipeline ----------------------------------------------------------------------
+
+    async def handle(self, finding: findings.Finding) -> Phase | None:
+        """Act on one finding; the final phase, or None when it is not a decision at all."""
+        screened = policy.screen(finding)
+        step = journaling.Step.of_finding(finding)
+        if screened is not None:
+            if screened.verdict is policy.Verdict.IGNORE:
+                return None
+            return await self.journal.skip(step, screened.reason)
+        key = remediation.decision_key(
+            finding.cluster,
+            finding.ref.uid,
+            finding.check,
+            finding.baseline_version,
+            finding.ref.resource_version,
+        )
+        async with self._locks[f"{finding.cluster}/{finding.ref.uid}"]:
+            earlier = self.ledger.ledger.get(key)
+            if earlier is not None and (
+                earlier.phase in recording.TERMINAL or earlier.phase is Phase.PENDING_APPROVAL
+            ):
+                step.action = earlier
+                why = f"redelivery: already decided ({earlier.phase}, action {earlier.action_id})"
+                await self.journal.event(step, Act.NO_OP, Out.NONE, why)
+                return Phase.NO_OP
+            step.action = earlier  # a crashed attempt continues under the same action id
+            return await self._remediate(step, finding, resumed=earlier is not None)
+
+    async def _remediate(
+        self, step: journaling.Step, f: findings.Finding, *, resumed: bool
+    ) -> Phase:
+        kube = self.clusters.get(f.cluster)
+        if kube is None:
+            return await self.journal.skip(step, f"cluster {f.cluster!r} is not configured here")
+        for attempt in range(_REPLANS):
+            obj = await kube.get(f.ref)
+            if obj is None or (obj.get("metadata") or {}).get("uid") != f.ref.uid:
+                return await self.journal.skip(step, f"{f.ref.subject} is gone or was replaced")
+            ns_labels = await self._namespace_labels(kube, obj)
+            mode, source = policy.resolve_mode(
+                f, namespace_labels=ns_labels, settings=self.settings
+            )
+            step.mode = mode
+            if policy.opted_out(obj, ns_labels):
+                return await self.journal.skip(step, f"opted out with {policy.OPT_OUT_LABEL}: off")
+            if mode is findings.RemediationMode.OBSERVE:
+                return await self.journal.skip(step, f"observe mode (from the {source})")
+            try:
+                target = step.target = await self._target(kube, obj, f.check)
+                step.plan = planning.plan(
+                    f.check, target, cluster=f.cluster, finding_risk=f.remediation.risk
+                )
+            except errors.NoFixError as exc:
+                return await self.journal.skip(step, str(exc))
+            except errors.UnsafeTargetError as exc:
+                return await self.journal.escalate(step, str(exc))
+            if step.plan is None:
+                why = "the fix already holds" + (
+                    " (an earlier attempt applied it)" if resumed else ""
+                )
+                await self.journal.record(step, Phase.VERIFIED if resumed else Phase.NO_OP, why)
+                await self.journal.event(step, Act.NO_OP, Out.NONE, why)
+                return Phase.NO_OP
+            if policy.opted_out(target, ns_labels):  # the owner we fix may opt out itself
+                return await self.journal.skip(step, f"opted out with {policy.OPT_OUT_LABEL}: off")
+            judged = policy.judge(step.plan, obj=target, mode=mode, settings=self.settings)
+            if judged.verdict is policy.Verdict.ESCALATE:
+                return await self.journal.escalate(step, judged.reason)
+            try:
+                return await self._act(step, kube, judged)
+            except errors.StaleObjectError as exc:
+                log.info("replanning %s: %s", f.key, exc)
+                await self._sleep(_REPLAN_PAUSE_S * 2**attempt)
+        return await self.journal.conclude(
+            step,
+            Phase.FAILED,
+            Act.FAILED,
+            Out.FAILURE,
+            f"the object kept changing; gave up after {_REPLANS} plans",
+        )
+
+    async def _namespace_labels(self, kube: applying.Kube, obj: Mapping[str, Any]) -> Any:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") == "Namespace":
+            return meta.get("labels") or {}
+        if not meta.get("namespace"):
+            return {}
+        ns = await kube.get(common.ObjectRef("v1", "Namespace", meta["namespace"], ""))
+        return ((ns or {}).get("metadata") or {}).get("labels") or {}
+
+    async def _target(self, kube: applying.Kube, obj: dict[str, Any], check: str) -> Any:
+        fix = fixes.lookup(check)
+        assert fix is not None  # screen() let only checks with a fix through
+        target = obj
+        for _ in range(3):  # Pod -> ReplicaSet -> Deployment at most
+            owner = planning.owner_to_fix(fix, target)
+            if owner is None:
+                return target
+            found = await kube.get(owner)
+            if found is None:
+                raise errors.UnsafeTargetError(f"owner {owner.kind} {owner.subject} is gone")
+            target = found
+        return target
+
+    async def _act(
+        self, step: journaling.Step, kube: applying.Kube, judged: policy.Decision
+    ) -> Phase:
+        plan = step.plan
+        assert plan is not None
+        plan = step.plan = dataclasses.replace(plan, risk=judged.risk or plan.risk)
+        await self.journal.record(step, Phase.PLANNED, judged.reason)
+        await self.journal.event(step, Act.PLANNED, Out.NONE, judged.reason)
+        try:
+            step.dry_run, holds = await self._dry_run(step, kube)
+        except errors.FieldConflictError as exc:
+            return await self.journal.escalate(step, str(exc))
+        except errors.StaleObjectError:
+            raise
+        except errors.ApplyError as exc:
+            step.dry_run = f"refused: {exc}"
+            return await self.journal.conclude(
+                step, Phase.FAILED, Act.DRY_RUN, Out.FAILURE, str(exc)
+            )
+        plan = step.plan
+        if not holds:
+            return await self.journal.conclude(
+                step,
+                Phase.ESCALATED,
+                Act.DRY_RUN,
+                Out.FAILURE,
+                "the fix would not hold (a webhook or default undoes it)",
+            )
+        if judged.mode is findings.RemediationMode.DRY_RUN:
+            return await self.journal.conclude(
+                step, Phase.DRY_RUN, Act.DRY_RUN, Out.SUCCESS, "dry-run mode: nothing changed"
+            )
+        if plan.risk is findings.Risk.NEEDS_APPROVAL:
+            assert step.action is not None  # recorded as planned above
+            why = f"needs approval: kposture remediation approve {step.action.action_id}"
+            await self.journal.record(step, Phase.PENDING_APPROVAL, why)
+            await self.journal.event(step, Act.DRY_RUN, Out.SUCCESS, why)
+            return Phase.PENDING_APPROVAL
+        await self.journal.event(step, Act.DRY_RUN, Out.SUCCESS, "server-side dry run accepted")
+        return await self._enforce(step, kube)
+
+    async def approve(self, action: remediation.RemediationAction, *, approver: str) -> Phase:
+        """Carry out an approved action (called when its ``approved`` record is read)."""
+        step = journaling.Step.of_action(action)
+        kube = self.clusters[action.cluster]
+        async with self._locks[f"{action.cluster}/{action.ref.uid}"]:
+            await self.journal.event(
+                step, Act.APPROVED, Out.NONE, f"approved by {approver}", actor=approver
+            )
+            obj = await kube.get(action.ref)
+            if obj is None:
+                return await self.journal.conclude(
+                    step,
+                    Phase.FAILED,
+                    Act.FAILED,
+                    Out.FAILURE,
+                    "the object is gone since it was planned",
+                )
+            target = step.target = await self._target(kube, obj, action.check)
+            step.plan = planning.plan(
+                action.check, target, cluster=action.cluster, finding_risk=action.risk
+            )
+            if step.plan is None:
+                return await self.journal.conclude(
+                    step, Phase.NO_OP, Act.NO_OP, Out.NONE, "the fix already holds"
+                )
+            if _changes(step.plan.patch) != _changes(action.patch):
+                return await self.journal.escalate(
+                    step, "the object changed since approval; plan again"
+                )
+            return await self._enforce(step, kube)
+
+    async def _enforce(self, step: journaling.Step, kube: applying.Kube) -> Phase:
+        plan = step.plan
+        assert plan is not None
+        canary = await self.canaries.role(plan.canary_group)
+        if canary is False:
+            return await self.journal.escalate(
+                step, f"the canary of {plan.canary_group} failed; not applied"
+            )
+        try:
+            await self._admitted(step.cluster, plan)
+            await self._write(kube, step, dry_run=False)
+        except errors.FieldConflictError as exc:
+            self.canaries.settle(plan.canary_group, canary, ok=False)
+            return await self.journal.escalate(step, f"not forced: {exc}")
+        except errors.StaleObjectError:
+            self.canaries.settle(plan.canary_group, canary, ok=None)
+            raise
+        except errors.ApplyError as exc:
+            self.throttle.failed(step.cluster, plan.target.uid, self._clock())
+            self.canaries.settle(plan.canary_group, canary, ok=False)
+            return await self.journal.conclude(
+                step, Phase.FAILED, Act.APPLIED, Out.FAILURE, str(exc)
+            )
+        self.throttle.wrote(step.cluster, plan.target.uid, self._clock())
+        await self.journal.record(step, Phase.APPLIED, plan.rationale)
+        await self.journal.event(step, Act.APPLIED, Out.SUCCESS, plan.rationale)
+        try:
+            message = await self._verify(kube, plan)
+        except errors.RemediationError as exc:
+            self.throttle.failed(step.cluster, plan.target.uid, self._clock())
+            self.canaries.settle(plan.canary_group, canary, ok=False)
+            return await self._roll_back(step, kube, f"verification failed: {exc}")
+        self.canaries.settle(plan.canary_group, canary, ok=True)
+        return await self.journal.conclude(step, Phase.VERIFIED, Act.VERIFIED, Out.SUCCESS, message)
+
+    async def _dry_run(self, step: journaling.Step, kube: applying.Kube) -> tuple[str, bool]:
+        """Dry-run the plan; on a conflict, switch to a takeover if policy allows one."""
+        plan = step.plan
+        assert plan is not None
+        try:
+            return await self._write(kube, step, dry_run=True)
+        except errors.FieldConflictError as exc:
+            refusal = policy.takeover_refusal(step.target, plan.changed)
+            if not self.take_over_imperative or refusal is not None:
+                raise errors.FieldConflictError(
+                    f"{refusal or 'not forced'} ({exc})", managers=exc.managers, fields=exc.fields
+                ) from exc
+            step.plan = dataclasses.replace(plan, operation=planning.Operation.TAKE_OVER)
+            summary, holds = await self._write(kube, step, dry_run=True)
+            owners = ", ".join(exc.managers) or "imperative writers"
+            return f"{summary} (taken over from {owners}, which only wrote it imperatively)", holds
+
+    async def _write(
+        self, kube: applying.Kube, step: journaling.Step, *, dry_run: bool
+    ) -> tuple[str, bool]:
+        """Write (or dry-run) the plan; a summary, and whether the fix holds on the result."""
+        plan = step.plan
+        assert plan is not None
+        if plan.operation is planning.Operation.DELETE:
+            await kube.delete(plan.target, dry_run=dry_run)
+            return ("accepted: the Pod would be deleted" if dry_run else "deleted"), True
+        if plan.operation is planning.Operation.TAKE_OVER:
+            ops = planning.takeover_ops(plan, step.target)
+            result = await kube.json_patch(plan.target, ops, dry_run=dry_run)
+        else:
+            result = await kube.apply(plan.patch, dry_run=dry_run)
+        holds = not plan.target.uid or verifying.fix_holds(plan.check, result)
+        return applying.summarize_dry_run(plan, result), holds
+
+    async def _admitted(self, cluster: str, plan: planning.Plan) -> None:
+        """Wait until the throttle lets this write start (pause and breaker hold it)."""
+        announced = False
+        while True:
+            admission = self.throttle.admit(cluster, plan.target.uid, self._clock())
+            if admission.refused is None and admission.wait_s <= 0:
+                return
+            if admission.refused is not None and not announced:
+                log.warning("holding the write to %s: %s", plan.target.subject, admission.refused)
+                announced = True
+            await self._sleep(admission.wait_s or _REFUSED_POLL_S)
+
+    async def _verify(self, kube: applying.Kube, plan: planning.Plan) -> str:
+        if plan.operation is planning.Operation.DELETE:
+            return "deleted" if await kube.get(plan.target) is None else "deletion pending"
+        await applying.verify(kube, plan)
+        if plan.risk is not findings.Risk.DISRUPTIVE:
+            return "verified: the fix holds on the re-read object"
+        health = await applying.wait_healthy(
+            kube,
+            plan.target,
+            timeout_s=self.canary_timeout_s,
+            soak_s=self.canary_soak_s,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+        return f"verified: the fix holds and the rollout is healthy ({health})"
+
+    async def _roll_back(self, step: journaling.Step, kube: applying.Kube, why: str) -> Phase:
+        plan = step.plan
+        assert plan is not None
+        try:
+            await applying.rollback(kube, plan.target, pre_image=plan.pre_image, patch=plan.patch)
+        except errors.RemediationError as exc:
+            return await self.journal.conclude(
+                step, Phase.FAILED, Act.ROLLED_BACK, Out.FAILURE, f"{why}; rollback failed: {exc}"
+            )
+        return await self.journal.conclude(
+            step, Phase.ROLLED_BACK, Act.ROLLED_BACK, Out.SUCCESS, why
+        )
+
+
+def _changes(patch: Mapping[str, Any]) -> Any:
+    """A patch without its preconditions, to compare an approved plan with a fresh one."""
+    meta = {k: v for k, v in (patch.get("metadata") or {}).items() if k != "resourceVersion"}
+    return {**patch, "metadata": meta}
