@@ -6,7 +6,16 @@ import importlib.metadata
 
 import typer
 
-from kposture.cli import audit_cmd, demo, dev, evaluate_cmd, remediate_cmd, run_cmd, topics_cmd
+from kposture.cli import (
+    audit_cmd,
+    bench_cmd,
+    demo,
+    dev,
+    evaluate_cmd,
+    remediate_cmd,
+    run_cmd,
+    topics_cmd,
+)
 
 app = typer.Typer(
     name="kposture",
@@ -19,6 +28,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(topics_cmd.app, name="topics")
 app.command("demo")(demo.run)
 app.command("run")(run_cmd.run)
+app.add_typer(bench_cmd.bench_app, name="bench")
 evaluate_cmd.register(app)
 app.add_typer(evaluate_cmd.baseline_app, name="baseline")
 app.add_typer(remediate_cmd.remediate_app, name="remediate")

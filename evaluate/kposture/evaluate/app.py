@@ -79,6 +79,8 @@ class EvaluateApp:
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
         self._posture_dirty = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.processed = 0
+        """Resource records handled so far (evaluated, skipped or dead-lettered)."""
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -202,6 +204,7 @@ class EvaluateApp:
         return app
 
     async def _on_resource(self, event: Any) -> None:
+        self.processed += 1
         message = event.message
         if message.value is None:
             return  # a tombstone follows a delete for compaction; the delete itself was handled

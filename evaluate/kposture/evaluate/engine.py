@@ -49,6 +49,7 @@ class _Bound:
 
     __slots__ = (
         "failed",
+        "function",
         "message_program",
         "needs_inventory",
         "passed",
@@ -70,6 +71,7 @@ class _Bound:
         self.policy = policy
         self.rule = rule
         self.program = program
+        self.function = program.function
         self.message_program = message_program
         self.template_path = template_path  # None: the rule reads the object itself
         match = rule.check.match
@@ -163,7 +165,7 @@ class Engine:
                 if program_ is not None:
                     paths.update(
                         workloads.real_field_path(path, rule_template or ())
-                        for path in program_.field_paths
+                        for path in program_.projection_paths
                     )
         if not bound:
             return _NO_PLAN
@@ -180,9 +182,18 @@ class Engine:
         It covers the projected fields, the labels and namespace (which ``match`` reads), and
         the policy set's fingerprint, so a new baseline version changes every digest.
         """
+        return self.digest_and_projection(obj)[0]
+
+    def digest_and_projection(self, obj: Mapping[str, Any]) -> tuple[str, Any]:
+        """``digest(obj)`` and ``project(obj)`` at once; pass the latter to ``evaluate``.
+
+        The stream processor needs the digest of every event and evaluates only when it
+        changed: handing the projection over saves projecting the object twice.
+        """
         metadata = obj.get("metadata") or {}
         scope = [metadata.get("namespace"), metadata.get("labels")]
-        return projection.digest([scope, self.project(obj)], salt=self.fingerprint)
+        projected = self.project(obj)
+        return projection.digest([scope, projected], salt=self.fingerprint), projected
 
     def evaluate(
         self,
@@ -190,12 +201,17 @@ class Engine:
         *,
         namespace_obj: Mapping[str, Any] | None = None,
         inventory: Mapping[str, Any] | None = None,
+        projected: Any = None,
     ) -> list[CheckResult]:
-        """Run every check that applies to ``obj``'s kind; one result per check."""
+        """Run every check that applies to ``obj``'s kind; one result per check.
+
+        ``projected`` is ``project(obj)`` when the caller already has it.
+        """
         plan = self._plan(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
         if not plan.rules:
             return []
-        projected = projection.project(obj, plan.trie)
+        if projected is None:
+            projected = projection.project(obj, plan.trie)
         view: Mapping[str, Any] | None = None
         if plan.template_path is not None:
             view = workloads.pod_view(projected, plan.template_path)
@@ -222,6 +238,17 @@ class Engine:
 
 
 def _run(bound: _Bound, activation: Mapping[str, Any]) -> CheckResult:
+    # Fast path: call the generated function directly; nearly every check returns a bool.
+    # Anything else (an error, a non-bool) is re-run through ``Program.evaluate``, which
+    # turns it into the public conventions; evaluation is deterministic, so this is exact.
+    try:
+        verdict: object = bound.function(activation)
+    except Exception:  # noqa: BLE001 - re-run below, where errors get their CEL message
+        verdict = None
+    if verdict is True:
+        return bound.passed
+    if verdict is False and bound.message_program is None:
+        return bound.failed
     try:
         verdict = bound.program.evaluate(activation)
     except cel.CelEvalError as exc:

@@ -18,6 +18,7 @@ import collections
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 from kposture.evaluate import tracking
 from kposture.schemas import common, posture
@@ -38,8 +39,9 @@ CheckMeta = Callable[[str, str], tuple[common.Severity, tuple[str, ...]] | None]
 """Looks up ``(severity, controls)`` of ``(baseline, check)`` in the policy in force."""
 
 
-@dataclasses.dataclass(frozen=True)
-class _Key:
+class _Key(NamedTuple):
+    # A tuple, not a dataclass: keys are hashed and compared once per check per object
+    # change, and tuple hashing runs in C.
     cluster: str
     namespace: str
     baseline: str
@@ -120,6 +122,8 @@ class Tally:
 
     def replace(self, partition: int, old: Contribution | None, new: Contribution | None) -> None:
         """An object's state changed from ``old`` to ``new``."""
+        if old is not None and new is not None and old == new:
+            return  # most events change nothing that posture counts
         self.add(partition, old, sign=-1)
         self.add(partition, new)
 

@@ -5,7 +5,7 @@ the object's previous state and its namespace) into the object's new state and t
 to publish. ``app`` feeds it from faust and writes what it returns; nothing here does I/O, so
 the same logic runs in unit tests, in the faust worker and in a re-evaluation sweep.
 
-The per-object state keeps the normalised object (compressed) so that a new policy version can
+The per-object state keeps the normalised object (without status) so that a new policy version can
 re-evaluate the inventory without re-reading the resources topic.
 """
 
@@ -14,58 +14,32 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
 import orjson
 
-from kposture.evaluate import policy_store, posture, tracking
+from kposture.evaluate import policy_store, posture, storing, tracking
 from kposture.schemas import codec, common, deadletter, envelope, findings, resources, topics
 
 SERVICE = "evaluate"
+_BAD = (common.Result.FAIL, common.Result.ERROR)
 Clock = Callable[[], dt.datetime]
 
 
-class ObjectState(msgspec.Struct, kw_only=True):
-    """What the table keeps per object (key ``<cluster>/<uid>``).
-
-    ``digest`` covers what the checks read, the policy fingerprint and the namespace labels:
-    when it is unchanged, re-running the checks cannot change a verdict. ``partition`` is the
-    source partition, so a sweep knows which objects are its own. ``passed`` lists the checks
-    that pass, for posture.
-    """
-
-    cluster: str
-    ref: common.ObjectRef
-    partition: int
-    digest: str
-    fingerprint: str
-    observed_at: common.Timestamp
-    object: bytes  # zlib-compressed JSON of the last normalised object
-    source_digest: str = ""  # ingest's digest of the object: equal means nothing changed
-    passed: tuple[tuple[str, str], ...] = ()
-    open: tuple[tracking.OpenFinding, ...] = ()
-
-    def load_object(self) -> dict[str, Any]:
-        """The stored object."""
-        loaded: dict[str, Any] = orjson.loads(zlib.decompress(self.object))
-        return loaded
-
-
-_STATE_ENCODER = msgspec.msgpack.Encoder()
-_STATE_DECODER = msgspec.msgpack.Decoder(ObjectState)
+ObjectState = storing.ObjectState
+"""What the table keeps per object (defined in ``storing``, with its table encoding)."""
 
 
 def encode_state(state: ObjectState) -> bytes:
     """The table value of a state."""
-    return _STATE_ENCODER.encode(state)
+    return storing.encode(state)
 
 
 def decode_state(data: bytes) -> ObjectState:
     """A state from its table value."""
-    return _STATE_DECODER.decode(data)
+    return storing.decode(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +74,19 @@ class Processor:
         self.policy = policy
         self.clock = clock
         self.tally = posture.Tally()
+
+    @property
+    def policy(self) -> policy_store.PolicySet:
+        """The policy in force; setting it registers its codebook for the table encoding."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: policy_store.PolicySet) -> None:
+        storing.register(
+            policy.fingerprint,
+            ((p.baseline, rule) for p in policy.engine.policies for rule in p.rules),
+        )
+        self._policy = policy
 
     def on_resource(
         self,
@@ -182,14 +169,23 @@ class Processor:
             state = msgspec.structs.replace(previous, open=outcome.open)
             self._retally(previous, state)
             return Step(state, self._publish(outcome.transitions))
-        digest = f"{policy.engine.digest(obj)}.{salt}"
+        content, projected = policy.engine.digest_and_projection(obj)
+        digest = f"{content}.{salt}"
         before = previous.open if previous is not None else ()
         if previous is not None and previous.digest == digest:
             outcome = tracking.refresh(before, context)
             passed = previous.passed
         else:
-            results = policy.engine.evaluate(obj, namespace_obj=namespace_obj)
-            outcome = tracking.track(before, map(tracking.Verdict.of, results), context)
+            results = policy.engine.evaluate(obj, namespace_obj=namespace_obj, projected=projected)
+            # A passing verdict of a check that is not open changes nothing in ``track``, and
+            # most verdicts are such passes: only convert the ones that can matter.
+            opened = {finding.ident for finding in before}
+            verdicts = [
+                tracking.Verdict.of(r)
+                for r in results
+                if r.result in _BAD or (r.baseline, r.check_id) in opened
+            ]
+            outcome = tracking.track(before, verdicts, context)
             passed = tuple(
                 (r.baseline, r.check_id) for r in results if r.result is common.Result.PASS
             )
@@ -200,7 +196,7 @@ class Processor:
             digest=digest,
             fingerprint=policy.fingerprint,
             observed_at=observed_at,
-            object=zlib.compress(orjson.dumps(obj), 1),
+            object=storing.encode_object(obj),
             passed=passed,
             open=outcome.open,
             source_digest=source_digest,

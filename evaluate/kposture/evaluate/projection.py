@@ -17,6 +17,9 @@ import orjson
 Trie = dict[str, "Trie"]
 """Nested keys; ``{}`` at a node means "keep the whole value here"; ``"*"`` any list item."""
 
+PRESENT = "?"
+"""A trie key that marks a presence test (``has()``); no Kubernetes field is named so."""
+
 
 def build(paths: Iterable[tuple[str, ...]]) -> Trie | None:
     """A trie from field paths below ``object``; ``None`` means "keep the whole object"."""
@@ -40,21 +43,34 @@ def build(paths: Iterable[tuple[str, ...]]) -> Trie | None:
 
 
 def project(value: Any, trie: Trie | None) -> Any:
-    """The parts of ``value`` that ``trie`` names (the whole value for ``None``)."""
+    """The parts of ``value`` that ``trie`` names (the whole value for ``None``).
+
+    A ``"?"`` child (``PRESENT``) says a check tests the key's presence; a node holding only
+    that keeps the key with an empty value, since nothing reads what is under it.
+    """
     if trie is None or not trie:
         return value
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         star = trie.get("*")
         out: dict[str, Any] = {}
-        for key, sub in value.items():
-            child = trie.get(key, star)
-            if child is not None:
-                out[key] = project(sub, child)
+        if star is None:
+            for key, sub in value.items():
+                child = trie.get(key)
+                if child is not None:
+                    # Inline the common leaf case: this runs for every kept field of every event.
+                    out[key] = sub if not child else project(sub, child)
+        else:
+            for key, sub in value.items():
+                out[key] = project(sub, trie.get(key, star))
         return out
-    if isinstance(value, list):
+    if type(value) is list:
         star = trie.get("*")
+        if star is not None:
+            return [project(item, star) for item in value]
+        if len(trie) == 1 and PRESENT in trie:
+            return []
         # A list read other than element by element (size(), in, index): keep it whole.
-        return [project(item, star) for item in value] if star is not None else value
+        return value
     return value
 
 

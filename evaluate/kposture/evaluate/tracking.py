@@ -68,8 +68,7 @@ class OpenFinding(msgspec.Struct, frozen=True, kw_only=True):
         return (self.baseline, self.check)
 
 
-@dataclasses.dataclass(frozen=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     """What one check says about the object now, reduced to what tracking compares."""
 
     baseline: str
@@ -235,6 +234,13 @@ def track(
 
 def refresh(previous: Sequence[OpenFinding], context: Context) -> Outcome:
     """Re-apply exceptions and priority to unchanged findings (an exception expired, say)."""
+    if not context.waivers and all(
+        finding.waiver is None and finding.priority == priority(finding.severity, context.exposure)
+        for finding in previous
+    ):
+        # The common case (a resync, a status update): no exception can apply and the
+        # priority is the same, so ``track`` would rebuild every finding equal to itself.
+        return Outcome(open=tuple(previous), transitions=[])
     return track(previous, [Verdict.still(finding) for finding in previous], context)
 
 
@@ -250,19 +256,21 @@ def next_expiry(active: Iterable[waivers.Waiver], now: dt.datetime) -> dt.dateti
 
 
 def _open(verdict: Verdict, old: OpenFinding | None, context: Context) -> OpenFinding:
-    found = waivers.find_waiver(
-        context.waivers,
-        waivers.FindingContext(
-            cluster=context.cluster,
-            baseline=verdict.baseline,
-            check_id=verdict.check,
-            kind=context.ref.kind,
-            name=context.ref.name,
-            namespace=context.ref.namespace,
-            labels=context.labels,
-        ),
-        clock=lambda: context.now,
-    )
+    found = None
+    if context.waivers:  # most objects run with no exception at all: skip the lookup
+        found = waivers.find_waiver(
+            context.waivers,
+            waivers.FindingContext(
+                cluster=context.cluster,
+                baseline=verdict.baseline,
+                check_id=verdict.check,
+                kind=context.ref.kind,
+                name=context.ref.name,
+                namespace=context.ref.namespace,
+                labels=context.labels,
+            ),
+            clock=lambda: context.now,
+        )
     waiver = None
     if found is not None:
         waiver = findings.Waiver(
@@ -272,7 +280,7 @@ def _open(verdict: Verdict, old: OpenFinding | None, context: Context) -> OpenFi
             ticket=found.ticket,
             expires=found.expires,
         )
-    return OpenFinding(
+    current = OpenFinding(
         baseline=verdict.baseline,
         check=verdict.check,
         baseline_version=verdict.baseline_version,
@@ -287,6 +295,8 @@ def _open(verdict: Verdict, old: OpenFinding | None, context: Context) -> OpenFi
         waiver=waiver,
         fix_risk=verdict.fix_risk,
     )
+    # Keep the stored instance when nothing changed, so callers compare states by identity.
+    return old if old is not None and old == current else current
 
 
 def _transition(old: OpenFinding | None, new: OpenFinding) -> findings.Transition | None:

@@ -301,6 +301,15 @@ class Generator:
                 first, t = self.bind(left)
                 return f"({t} {symbol} {right} if type({first}) is int else {helper}({t}, {right}))"
             return f"{helper}({left}, {right})"
+        if op == "+":
+            # Concatenating lists (``containers + initContainers``) is the common ``+`` in
+            # baselines: do it inline. Both operands are evaluated once, left to right (``&``
+            # does not short-circuit); anything but two lists goes to the checked helper.
+            a, b = self.temp(), self.temp()
+            return (
+                f"({a} + {b} if (type({a} := {left}) is list) & (type({b} := {right}) is list)"
+                f" else _add({a}, {b}))"
+            )
         return f"{_ARITHMETIC_NAMES[op]}({left}, {right})"
 
     def equality(self, node: nodes.Binary, left: str, scope: Scope) -> str:

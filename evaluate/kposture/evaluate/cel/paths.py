@@ -21,9 +21,25 @@ Path = tuple[str, ...]
 Aliases = list[Path] | None  # None: not traceable to data (already recorded whole if needed)
 
 
+PRESENT = "?"
+"""Last step of a ``projection_paths`` entry that only tests presence (``has()``)."""
+
+
 def field_paths(root: nodes.Expr, variables: Collection[str]) -> frozenset[Path]:
     """The minimal set of variable-rooted paths whose subtrees cover everything ``root`` reads."""
     walker = _Walker(frozenset(variables))
+    walker.whole(walker.visit(root, {}))
+    return _minimal(walker.read)
+
+
+def projection_paths(root: nodes.Expr, variables: Collection[str]) -> frozenset[Path]:
+    """Like ``field_paths``, but ``has(x.f)`` yields ``x.f.?``: only the key must be kept.
+
+    ``has()`` guards nearly every read in baselines (``has(c.securityContext) && ...``), and
+    reporting the guarded field whole would keep, say, every container whole in a projection
+    that otherwise needs two fields of each. The engine's projector understands the marker.
+    """
+    walker = _Walker(frozenset(variables), presence=True)
     walker.whole(walker.visit(root, {}))
     return _minimal(walker.read)
 
@@ -39,8 +55,9 @@ def _minimal(paths: set[Path]) -> frozenset[Path]:
 
 
 class _Walker:
-    def __init__(self, variables: frozenset[str]) -> None:
+    def __init__(self, variables: frozenset[str], *, presence: bool = False) -> None:
         self.variables = variables
+        self.presence = presence
         self.read: set[Path] = set()
 
     def whole(self, aliases: Aliases) -> None:
@@ -71,7 +88,8 @@ class _Walker:
             self.consume(key, scope)
             return None
         if isinstance(node, nodes.Has):
-            self.whole(_extend(self.visit(node.operand, scope), node.field))
+            field = _extend(self.visit(node.operand, scope), node.field)
+            self.whole(_extend(field, PRESENT) if self.presence else field)
             return []
         if isinstance(node, nodes.Binary) and node.op == "+":
             return _union(self.visit(node.left, scope), self.visit(node.right, scope), self)

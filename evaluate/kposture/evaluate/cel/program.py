@@ -28,9 +28,11 @@ class Program:
 
     ``source`` is the CEL text; ``field_paths`` the variable-rooted paths whose subtrees
     cover every field the expression can read (``*`` for every list element or map value).
+    ``projection_paths`` is the same with presence tests kept apart: a path ending in
+    ``paths.PRESENT`` (``?``) means only that key's presence is read.
     """
 
-    __slots__ = ("_function", "field_paths", "python_source", "source")
+    __slots__ = ("_function", "field_paths", "projection_paths", "python_source", "source")
 
     def __init__(
         self,
@@ -39,11 +41,22 @@ class Program:
         function: Callable[[Mapping[str, object]], object],
         field_paths: frozenset[tuple[str, ...]],
         python_source: str,
+        projection_paths: frozenset[tuple[str, ...]] | None = None,
     ) -> None:
         self.source = source
         self.field_paths = field_paths
+        self.projection_paths = field_paths if projection_paths is None else projection_paths
         self.python_source = python_source  # the generated code, for debugging
         self._function = function
+
+    @property
+    def function(self) -> Callable[[Mapping[str, object]], object]:
+        """The generated function itself, for callers that run it millions of times.
+
+        It returns the raw value (possibly a ``Uint`` or an optional) and signals a CEL error
+        by raising any exception; ``evaluate`` turns both into the public conventions.
+        """
+        return self._function
 
     def evaluate(self, activation: Mapping[str, object]) -> object:
         """Evaluate against ``activation`` (variable name -> plain JSON-like value).
@@ -100,4 +113,5 @@ def compile(
         function=function,
         field_paths=paths.field_paths(tree, names),
         python_source=python_source,
+        projection_paths=paths.projection_paths(tree, names),
     )

@@ -1,0 +1,158 @@
+"""``kposture bench evaluate``: evaluate throughput, per-object latency and state per object.
+
+Without ``--kafka`` it measures the engine and the stream processor in process, on a synthetic
+fleet (``kposture.evaluate.benchmarking``). With ``--kafka`` it also runs the faust app end to
+end against the broker of the configuration (by default the local one of ``kposture dev up``):
+the events are produced first, on fresh topics, then one worker consumes them; its CPU time is
+measured from the first event it handles to the last, so start-up and production are left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+import resource
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import typer
+
+from kposture.cli import topics_cmd
+from kposture.evaluate import app as evaluate_app
+from kposture.evaluate import benchmarking, synthetic
+from kposture.runtime import kafka
+from kposture.runtime import settings as settings_mod
+from kposture.schemas import codec, envelope, resources, topics
+
+bench_app = typer.Typer(help="Benchmarks (CPU time based).", no_args_is_help=True)
+
+_POLL_S = 0.01  # how often the end-to-end run checks the worker's progress
+
+
+_OBJECTS = typer.Option(10_000, "--objects", min=1, help="Tracked objects.")
+_EVENTS = typer.Option(20_000, "--events", min=1, help="Update events per phase.")
+_OUTPUT = typer.Option(None, "--output", "-o", help="Also write the JSON to this file.")
+_KAFKA = typer.Option(False, "--kafka", help="Also run the faust app end to end.")
+_SEED = typer.Option(0, "--seed", help="Seed of the synthetic fleet.")
+
+
+@bench_app.command("evaluate")
+def evaluate(
+    *,
+    objects: int = _OBJECTS,
+    events: int = _EVENTS,
+    output: Path | None = _OUTPUT,
+    use_kafka: bool = _KAFKA,
+    config: Path | None = topics_cmd.ConfigOption,
+    seed: int = _SEED,
+) -> None:
+    """Measure evaluate on a synthetic fleet and print the results as JSON."""
+    report = benchmarking.run(objects=objects, events=events, seed=seed)
+    if use_kafka:
+        settings = topics_cmd.load_settings(config)
+        report["kafka"] = asyncio.run(
+            run_kafka(settings, objects=objects, events=events, seed=seed)
+        )
+    text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+    typer.echo(text)
+    if output is not None:
+        output.write_text(text + "\n", encoding="utf-8")
+
+
+async def run_kafka(
+    settings: settings_mod.Settings, *, objects: int, events: int, seed: int = 0
+) -> dict[str, Any]:
+    """The faust app end to end: ``objects`` added events, then ``events`` mixed updates."""
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="kposture-bench-") as data_dir:
+        bench = msgspec.structs.replace(
+            settings,
+            kafka=msgspec.structs.replace(settings.kafka, topic_prefix=prefix),
+            evaluate=msgspec.structs.replace(
+                settings.evaluate,
+                baselines=list(benchmarking.BASELINES),
+                app_id=f"{prefix}-evaluate",
+                data_dir=str(pathlib.Path(data_dir) / "evaluate"),
+                http=settings_mod.HttpSettings(port=0),
+            ),
+        )
+        fleet = synthetic.fleet(objects, seed=seed)
+        stream = synthetic.added(fleet)
+        stream += [e for _, e in synthetic.updates(fleet, events, seed=seed + 2)]
+        await kafka.create_topics(bench.kafka)
+        await _produce(bench, stream)
+        return await _consume(bench, total=len(stream), tracked=len(fleet.objects))
+
+
+async def _produce(settings: settings_mod.Settings, stream: list[resources.ResourceEvent]) -> None:
+    producer = kafka.producer(settings.kafka, client_id="kposture-bench")
+    await producer.start()
+    try:
+        name = kafka.topic_name(settings.kafka, topics.Topic.RESOURCES)
+        pending = []
+        for event in stream:
+            wrapped = envelope.wrap(
+                event,
+                event_type=codec.resource_type(event.change),
+                source=f"kposture://{event.cluster}/ingest",
+                subject=event.ref.subject,
+            )
+            # Not ``kafka.publish``: it waits for each acknowledgement, one round trip a record.
+            pending.append(
+                await producer.send(
+                    name,
+                    value=wrapped.data,
+                    key=event.key.encode(),
+                    headers=kafka.record_headers(wrapped),
+                )
+            )
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def _consume(settings: settings_mod.Settings, *, total: int, tracked: int) -> dict[str, Any]:
+    worker = evaluate_app.EvaluateApp(settings)
+    rss_before = _rss_bytes()
+    await worker.start()
+    try:
+        while worker.processed == 0:  # noqa: ASYNC110 - the app signals no progress events
+            await asyncio.sleep(_POLL_S)
+        cpu_start, wall_start = time.process_time(), time.monotonic()
+        first = worker.processed
+        while worker.processed < total:  # noqa: ASYNC110 - as above
+            await asyncio.sleep(_POLL_S)
+        cpu = time.process_time() - cpu_start
+        wall = time.monotonic() - wall_start
+        rss_after = _rss_bytes()
+    finally:
+        with contextlib.suppress(Exception):
+            await worker.stop()
+    measured = total - first  # the events handled before measuring started are left out
+    return {
+        "evaluate": {
+            "events": measured,
+            "cpu_seconds": round(cpu, 3),
+            "events_per_cpu_second": round(measured / cpu, 1) if cpu > 0 else 0.0,
+            "wall_seconds": round(wall, 3),
+        },
+        "memory": {
+            "evaluate_rss_bytes": rss_after,
+            "rss_growth_bytes": rss_after - rss_before,
+            "bytes_per_tracked_object": round((rss_after - rss_before) / tracked, 1),
+        },
+    }
+
+
+def _rss_bytes() -> int:
+    # Current RSS from /proc (Linux); ru_maxrss (the peak) where /proc is missing.
+    with contextlib.suppress(OSError):
+        fields = pathlib.Path("/proc/self/statm").read_text(encoding="ascii").split()
+        return int(fields[1]) * resource.getpagesize()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -1,0 +1,196 @@
+"""``kposture bench evaluate``, in process: CPU per event, per-object latency, state per object.
+
+Three measurements over a synthetic fleet (``synthetic``), none of which touch Kafka:
+
+* ``engine``: ``Engine.evaluate`` alone on every object (the checks, the projection and the
+  Pod view), which is the floor under everything else;
+* ``processor``: ``Processor.on_resource`` as the faust agent calls it, with the table kept
+  as the agent keeps it (a dict of encoded states, decoded and re-encoded per event), first
+  for a cold start (every object ``added``), then for the update streams: only ``changed``
+  events, and the default mix of changed, status-only and resync events;
+* ``memory``: the bytes the table holds per tracked object, measured with ``tracemalloc``
+  over a copy of the final table (keys, encoded values and the dict itself).
+
+CPU is ``time.process_time`` over whole phases (``events_per_cpu_second``); the per-event
+distribution uses ``time.thread_time_ns`` around each call, so a busy machine that preempts
+the benchmark does not inflate it. Nothing here is used by the service itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from kposture.evaluate import engine as engine_mod
+from kposture.evaluate import policy_store, processing, synthetic
+from kposture.schemas import resources
+
+BASELINES = ("pss-restricted", "cis-1.12", "nsa-cisa-1.2")
+"""The full built-in set, as a fresh install runs it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """CPU and latency of one run of events (times in microseconds unless named otherwise)."""
+
+    events: int
+    cpu_seconds: float
+    events_per_cpu_second: float
+    p50_us: float
+    p99_us: float
+    max_us: float
+    outputs: int = 0  # records the processor asked to publish (findings, mostly)
+
+    def as_json(self) -> dict[str, Any]:
+        """The phase as a JSON-ready mapping."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Table:
+    """The ``objects`` table as the faust agent keeps it: encoded states by ``<cluster>/<uid>``."""
+
+    states: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
+    namespaces: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def step(self, processor: processing.Processor, event: resources.ResourceEvent) -> int:
+        """Process one event exactly as ``app`` does; returns the number of outputs."""
+        key = event.key.encode()
+        raw = self.states.get(key)
+        previous = processing.decode_state(raw) if raw is not None else None
+        namespace = self.namespaces.get(event.ref.namespace) if event.ref.namespace else None
+        result = processor.on_resource(
+            event, previous=previous, partition=0, namespace_obj=namespace
+        )
+        if result.changed:
+            if result.state is None:
+                self.states.pop(key, None)
+            else:
+                self.states[key] = processing.encode_state(result.state)
+        if event.ref.kind == "Namespace" and result.changed:
+            self.namespaces[event.ref.name] = event.object
+        return len(result.outputs)
+
+
+def run(
+    *,
+    objects: int = 10_000,
+    events: int = 20_000,
+    seed: int = 0,
+    baselines: Sequence[str] = BASELINES,
+) -> dict[str, Any]:
+    """Every in-process measurement, as the JSON ``kposture bench evaluate`` prints."""
+    policy = policy_store.PolicyStore(baselines).build()
+    fleet = synthetic.fleet(objects, seed=seed)
+    engine_phase = measure_engine(policy.engine, fleet.objects)
+    processor = processing.Processor(policy)
+    table = Table()
+    cold = measure(lambda e: table.step(processor, e), synthetic.added(fleet))
+    changed = measure(
+        lambda e: table.step(processor, e),
+        [e for _, e in synthetic.updates(fleet, events, seed=seed + 1, mix=(("changed", 1),))],
+    )
+    updates = list(synthetic.updates(fleet, events, seed=seed + 2))
+    mixed = measure(lambda e: table.step(processor, e), [e for _, e in updates])
+    counts = {
+        name: sum(1 for kind, _ in updates if kind == name) for name, _ in synthetic.UPDATE_MIX
+    }
+    return {
+        "evaluate": {**mixed.as_json(), "mix": counts},
+        "evaluate_changed_only": changed.as_json(),
+        "cold_load": cold.as_json(),
+        "engine": engine_phase.as_json(),
+        "memory": table_memory(table, tracked=len(fleet.objects)),
+        "setup": {
+            "objects": len(fleet.objects),
+            "kinds": _kinds(fleet.objects),
+            "baselines": list(baselines),
+            "checks": sum(len(p.rules) for p in policy.engine.policies),
+            "seed": seed,
+        },
+    }
+
+
+def measure_engine(engine: engine_mod.Engine, objects: Iterable[Mapping[str, Any]]) -> Phase:
+    """``Engine.evaluate`` once per object (namespace objects are not looked up)."""
+    return measure(engine.evaluate, list(objects), count_outputs=False)
+
+
+def measure(
+    call: Callable[[Any], Any], items: Sequence[Any], *, count_outputs: bool = True
+) -> Phase:
+    """Run ``call`` on each item: total CPU, and the CPU of each call for its distribution."""
+    samples: list[int] = []
+    outputs = 0
+    clock = time.thread_time_ns
+    gc.collect()
+    started = time.process_time()
+    for item in items:
+        before = clock()
+        result = call(item)
+        samples.append(clock() - before)
+        if count_outputs:
+            outputs += result
+    cpu = time.process_time() - started
+    return phase(len(items), cpu, samples, outputs=outputs)
+
+
+def phase(events: int, cpu_seconds: float, samples_ns: Sequence[int], *, outputs: int = 0) -> Phase:
+    """A ``Phase`` from a total CPU time and per-event samples in nanoseconds."""
+    p50, p99, top = _percentiles(samples_ns)
+    return Phase(
+        events=events,
+        cpu_seconds=round(cpu_seconds, 4),
+        events_per_cpu_second=round(events / cpu_seconds, 1) if cpu_seconds > 0 else 0.0,
+        p50_us=p50,
+        p99_us=p99,
+        max_us=top,
+        outputs=outputs,
+    )
+
+
+def table_memory(table: Table, *, tracked: int) -> dict[str, Any]:
+    """Bytes per tracked object of the table's state, measured on a fresh copy."""
+    values = list(table.states.items())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        # Fresh objects, so the measurement counts exactly what a store would hold.
+        copy = {bytes(bytearray(k)): bytes(bytearray(v)) for k, v in values}
+        total = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    encoded = sum(len(v) for _, v in values)
+    per_object = total / tracked if tracked else 0.0
+    del copy
+    return {
+        "tracked_objects": tracked,
+        "table_bytes": total,
+        "bytes_per_tracked_object": round(per_object, 1),
+        "encoded_state_bytes_mean": round(encoded / len(values), 1) if values else 0.0,
+        "mib_per_100k_objects": round(per_object * 100_000 / 2**20, 1),
+    }
+
+
+def _percentiles(samples_ns: Sequence[int]) -> tuple[float, float, float]:
+    if not samples_ns:
+        return 0.0, 0.0, 0.0
+    ordered = sorted(samples_ns)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return (
+        round(statistics.median(ordered) / 1000, 1),
+        round(p99 / 1000, 1),
+        round(ordered[-1] / 1000, 1),
+    )
+
+
+def _kinds(objects: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for obj in objects:
+        counts[obj["kind"]] = counts.get(obj["kind"], 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
