@@ -14,6 +14,7 @@ from kposture.cli import (
     evaluate_cmd,
     remediate_cmd,
     run_cmd,
+    scan_cmd,
     topics_cmd,
 )
 
@@ -29,6 +30,7 @@ app.add_typer(topics_cmd.app, name="topics")
 app.command("demo")(demo.run)
 app.command("run")(run_cmd.run)
 app.add_typer(bench_cmd.bench_app, name="bench")
+scan_cmd.register(app)
 evaluate_cmd.register(app)
 app.add_typer(evaluate_cmd.baseline_app, name="baseline")
 app.add_typer(remediate_cmd.remediate_app, name="remediate")

@@ -12,6 +12,11 @@ renaming its ``object`` identifier to ``variables.pod``, except ``object.metadat
 which stays on the real object because templates carry no namespace. The rename works on
 CEL tokens, so string literals and fields named ``object`` are left alone.
 
+A check's ``match`` becomes the policy's ``matchConstraints``: kinds and groups become
+resource rules, ``namespaces``/``excludedNamespaces`` a namespace selector on the
+``kubernetes.io/metadata.name`` label. One difference remains: admission applies namespace
+selectors only to namespaced objects, where the engine skips cluster-scoped ones.
+
 Each policy gets a binding with the chosen validation action; an optional namespace selector
 on the binding rolls enforcement out namespace by namespace.
 """
@@ -82,6 +87,10 @@ def export_vap(
 def _unexpressible(rule: baselines.Rule) -> str | None:
     if rule.check.needs:
         return "cross-object check: admission sees one object, not the inventory"
+    kinds = rule.check.match.kinds
+    pod_kinds = [kind for _, kind in workloads.TEMPLATE_PATHS]
+    if rule.check.target is baselines.Target.POD_SPEC and kinds and not set(kinds) & set(pod_kinds):
+        return "its kinds hold no pod template"
     sources = [rule.validation, rule.message_expression or ""]
     if any(_reads(source, "inventory") for source in sources):
         return "reads the inventory, which admission does not have"
@@ -212,8 +221,10 @@ def pod_view_expression(match: baselines.Match) -> str:
 
 
 def _template_view(template: str) -> str:
+    # Kubernetes type-checks map literals as homogeneous: dyn() keeps the constants from
+    # fixing the value type to string while metadata and spec are objects.
     return (
-        '{"apiVersion": "v1", "kind": "Pod", '
+        '{"apiVersion": dyn("v1"), "kind": dyn("Pod"), '
         f'"metadata": has({template}.metadata) ? {template}.metadata : {{}}, '
         f'"spec": has({template}.spec) ? {template}.spec : {{}}}}'
     )

@@ -195,7 +195,6 @@ def to_sarif(report: scanning.ScanReport) -> str:
                     "driver": {
                         "name": "kposture",
                         "version": _version(),
-                        "informationUri": "https://github.com/kposture/kposture",
                         "rules": rules,
                     }
                 },
