@@ -12,6 +12,7 @@ from kposture.cli import (
     demo,
     dev,
     evaluate_cmd,
+    ingest_cmd,
     remediate_cmd,
     run_cmd,
     scan_cmd,
@@ -31,6 +32,8 @@ app.command("demo")(demo.run)
 app.command("run")(run_cmd.run)
 app.add_typer(bench_cmd.bench_app, name="bench")
 scan_cmd.register(app)
+ingest_cmd.register(app)
+bench_cmd.bench_app.command("ingest")(ingest_cmd.bench_ingest)
 evaluate_cmd.register(app)
 app.add_typer(evaluate_cmd.baseline_app, name="baseline")
 app.add_typer(remediate_cmd.remediate_app, name="remediate")
