@@ -51,7 +51,7 @@ class Setup:
             backoff=reconciling.Backoff(
                 initial_s=0.1,
                 max_s=1.0,
-                rng=random.Random(0),  # noqa: S311 - seeded jitter, reproducible
+                rng=random.Random(0),
             ),
         )
         self.fail_first_producer: set[int] = set()

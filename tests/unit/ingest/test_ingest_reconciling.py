@@ -39,7 +39,7 @@ def test_classify_suppresses_equal_digests() -> None:
 
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
     """Delays stay in [c/2, c] with c doubling from the initial value to the cap."""
-    backoff = reconciling.Backoff(initial_s=0.5, max_s=30.0, rng=random.Random(7))  # noqa: S311 - seeded jitter
+    backoff = reconciling.Backoff(initial_s=0.5, max_s=30.0, rng=random.Random(7))
     ceilings = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
     delays = [backoff.next_delay() for _ in ceilings]
     for delay, ceiling in zip(delays, ceilings, strict=True):
@@ -50,7 +50,7 @@ def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
 
 def test_backoff_resets_after_success_and_caps_non_retriable_errors() -> None:
     """A reset starts the schedule over; a non-retriable error waits near the cap at once."""
-    backoff = reconciling.Backoff(initial_s=1.0, max_s=60.0, rng=random.Random(1))  # noqa: S311 - seeded jitter
+    backoff = reconciling.Backoff(initial_s=1.0, max_s=60.0, rng=random.Random(1))
     for _ in range(5):
         backoff.next_delay()
     backoff.reset()

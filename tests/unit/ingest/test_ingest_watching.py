@@ -40,7 +40,7 @@ class Harness:
             backoff=reconciling.Backoff(
                 initial_s=0.5,
                 max_s=30.0,
-                rng=random.Random(3),  # noqa: S311 - seeded jitter, reproducible
+                rng=random.Random(3),
             ),
         )
 
