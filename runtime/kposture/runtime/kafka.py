@@ -22,6 +22,12 @@ from kposture.schemas import envelope, topics
 log = logging.getLogger(__name__)
 
 
+class KafkaAdminError(RuntimeError):
+    """The broker refused an administrative request (topic creation); the message says why."""
+
+    retriable = False
+
+
 def topic_name(kafka: settings_mod.KafkaSettings, topic: topics.Topic) -> str:
     """The real name of a logical topic under the configured prefix."""
     return topics.name(topic, prefix=kafka.topic_prefix)
@@ -94,11 +100,21 @@ async def create_topics(
         ]
         for topic in new:
             # One request per topic: a race with another creator fails only that topic.
+            # The admin client reports per-topic failures as error codes in the response,
+            # not as exceptions, so each code is read here.
             try:
-                await admin.create_topics([topic])
-                result[topic.name] = "created"
+                response = await admin.create_topics([topic])
             except TopicAlreadyExistsError:
                 result[topic.name] = "exists"
+                continue
+            for name, code, *rest in response.topic_errors:
+                if code == 0:
+                    result[name] = "created"
+                elif code == TopicAlreadyExistsError.errno:
+                    result[name] = "exists"
+                else:
+                    message = rest[0] if rest else ""
+                    raise KafkaAdminError(f"cannot create topic {name}: error {code} {message}")
         return result
     finally:
         await admin.close()

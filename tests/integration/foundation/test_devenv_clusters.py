@@ -15,7 +15,7 @@ from kposture.cli.devenv import clusters, environment, processes
 
 pytestmark = pytest.mark.integration
 
-_GO_MOD = Path(__file__).resolve().parents[2] / "deploy" / "local" / "cluster" / "go.mod"
+_GO_MOD = Path(__file__).resolve().parents[3] / "deploy" / "local" / "cluster" / "go.mod"
 _SYSTEM_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
 _ROLLOUT_TIMEOUT_S = 90.0
 _INDEXES = (1, 2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
+import typer.core
 import yaml
 
 from kposture.cli import main
@@ -44,12 +44,12 @@ def test_every_service_command_is_a_real_kposture_subcommand() -> None:
     for name, service in services.items():
         args = list(service["command"])
         ctx = root.make_context("kposture", list(args), resilient_parsing=True)
-        command: click.Command = root
-        while isinstance(command, click.Group) and args:
+        command: Any = root
+        while isinstance(command, typer.core.TyperGroup) and args and not args[0].startswith("-"):
             sub = command.get_command(ctx, args[0])
             assert sub is not None, f"service {name}: {args[0]!r} is not a kposture command"
             command, args = sub, args[1:]
-        runnable = not isinstance(command, click.Group) or command.invoke_without_command
+        runnable = not isinstance(command, typer.core.TyperGroup) or command.invoke_without_command
         assert runnable, f"service {name}: command is incomplete"
         known = {opt for p in command.params for opt in getattr(p, "opts", [])}
         for arg in args:

@@ -38,6 +38,8 @@ json_values = st.recursive(
     max_leaves=12,
 )
 st.register_type_strategy(dt.datetime, aware_times)
+# JSON has no NaN or infinity; the models never carry them (scores are computed ratios).
+st.register_type_strategy(float, st.floats(allow_nan=False, allow_infinity=False))
 
 
 def _model_strategy(model: type[Any]) -> st.SearchStrategy[Any]:
