@@ -1,10 +1,17 @@
-"""``kposture bench evaluate``: evaluate throughput, per-object latency and state per object.
+"""``kposture bench``: the whole pipeline under load; ``bench evaluate``: evaluate alone.
 
-Without ``--kafka`` it measures the engine and the stream processor in process, on a synthetic
-fleet (``kposture.evaluate.benchmarking``). With ``--kafka`` it also runs the faust app end to
-end against the broker of the configuration (by default the local one of ``kposture dev up``):
-the events are produced first, on fresh topics, then one worker consumes them; its CPU time is
-measured from the first event it handles to the last, so start-up and production are left out.
+``kposture bench`` (no sub-command) runs the three services on the local environment under
+synthetic multi-cluster churn and reports detection and remediation latency, evaluate's events
+per CPU-second, ingest's cold-list rate and evaluate's memory per tracked object; the parts
+live in ``kposture.cli.benching``.
+
+``kposture bench evaluate`` measures evaluate's throughput, per-object latency and state per
+object. Without ``--kafka`` it measures the engine and the stream processor in process, on a
+synthetic fleet (``kposture.evaluate.benchmarking``). With ``--kafka`` it also runs the faust
+app end to end against the broker of the configuration (by default the local one of ``kposture
+dev up``): the events are produced first, on fresh topics, then one worker consumes them; its
+CPU time is measured from the first event it handles to the last, so start-up and production
+are left out.
 """
 
 from __future__ import annotations
@@ -24,13 +31,18 @@ import orjson
 import typer
 
 from kposture.cli import topics_cmd
+from kposture.cli.benching import reporting, running, services
+from kposture.cli.devenv import processes
 from kposture.evaluate import app as evaluate_app
 from kposture.evaluate import benchmarking, synthetic
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, envelope, resources, topics
 
-bench_app = typer.Typer(help="Benchmarks (CPU time based).", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks. Without a sub-command: the whole pipeline under multi-cluster load.",
+    invoke_without_command=True,
+)
 
 _POLL_S = 0.01  # how often the end-to-end run checks the worker's progress
 
@@ -40,6 +52,70 @@ _EVENTS = typer.Option(20_000, "--events", min=1, help="Update events per phase.
 _OUTPUT = typer.Option(None, "--output", "-o", help="Also write the JSON to this file.")
 _KAFKA = typer.Option(False, "--kafka", help="Also run the faust app end to end.")
 _SEED = typer.Option(0, "--seed", help="Seed of the synthetic fleet.")
+
+
+_CLUSTERS = typer.Option(2, "--clusters", min=1, help="Clusters of the local environment.")
+_PIPELINE_OBJECTS = typer.Option(200, "--objects", min=1, help="Objects created per cluster.")
+_DURATION = typer.Option(60.0, "--duration", min=1.0, help="Seconds of steady churn.")
+_RATE = typer.Option(20.0, "--rate", min=0.1, help="Churn writes per second per cluster.")
+_REMEDIATIONS = typer.Option(
+    5, "--remediations", min=0, help="Deployments broken in an enforce namespace, per cluster."
+)
+_KEEP_LOGS = typer.Option(False, "--keep-logs", help="Keep the services' logs and config.")
+_REPORT = typer.Option(
+    Path("bench-report.json"), "--output", "-o", help="The JSON report; the PNG goes next to it."
+)
+
+
+@bench_app.callback()
+def pipeline(
+    ctx: typer.Context,
+    *,
+    clusters: int = _CLUSTERS,
+    objects: int = _PIPELINE_OBJECTS,
+    duration: float = _DURATION,
+    rate: float = _RATE,
+    remediations: int = _REMEDIATIONS,
+    output: Path = _REPORT,
+    seed: int = _SEED,
+    keep_logs: bool = _KEEP_LOGS,
+) -> None:
+    """Run ingest, evaluate and remediate on the local environment under synthetic load.
+
+    Writes the JSON report to --output and a PNG of the latency distributions next to it.
+    """
+    if ctx.invoked_subcommand is not None:
+        return  # ``bench evaluate`` or ``bench ingest``: the options above do not apply
+    options = running.Options(
+        clusters=clusters,
+        objects=objects,
+        duration_s=duration,
+        rate=rate,
+        remediations=remediations,
+        seed=seed,
+        keep_logs=keep_logs,
+    )
+    try:
+        outcome = running.run(options, say=lambda line: typer.echo(line, err=True))
+    except (running.BenchError, services.ServiceError, processes.DevEnvError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    report = outcome.report
+    reporting.write(report, output)
+    picture = reporting.plot_path(output)
+    reporting.plot(
+        picture,
+        detection_ms=outcome.series["detection"],
+        remediation_ms={k: v for k, v in outcome.series.items() if k != "detection"},
+        title=(
+            f"kposture bench: {clusters} clusters, {objects} objects each, "
+            f"{duration:g}s churn at {rate:g} writes/s per cluster"
+        ),
+    )
+    summary = {k: report[k] for k in ("evaluate", "detection_latency_ms", "remediation_latency_ms")}
+    summary |= {k: report[k] for k in ("ingest", "memory", "targets")}
+    typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    typer.echo(f"report written to {output}, plot to {picture}", err=True)
 
 
 @bench_app.command("evaluate")

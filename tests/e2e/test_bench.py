@@ -1,0 +1,95 @@
+"""``kposture bench`` end to end: a small run on the real environment, its JSON and its plot.
+
+The bench runs as users run it (the console script, in a scratch directory) against the local
+environment that ``local_env`` starts, with the three services as separate processes. Nothing
+is mocked; the assertions read the report it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kposture.cli.devenv import environment
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+BENCH_TIMEOUT_S = 540
+REQUIRED = {
+    "evaluate": {"events", "cpu_seconds", "events_per_cpu_second"},
+    "detection_latency_ms": {"p50", "p99", "max"},
+    "remediation_latency_ms": {"p50", "p99"},
+    "ingest": {"objects_per_second"},
+    "memory": {"evaluate_rss_bytes", "bytes_per_tracked_object"},
+}
+
+
+@pytest.fixture(scope="module")
+def bench_run(
+    local_env: environment.Environment, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]:
+    """One small bench run (about two minutes), shared by the tests of this module."""
+    workdir = tmp_path_factory.mktemp("bench")
+    script = Path(sys.executable).with_name("kposture")
+    output = workdir / "bench-report.json"
+    completed = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
+        [str(script), "bench", "--objects", "20", "--duration", "15", "--output", str(output)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_S,
+        check=False,
+    )
+    assert output.is_file(), f"no report; output:\n{completed.stdout}\n{completed.stderr}"
+    return completed, json.loads(output.read_text()), output
+
+
+def test_bench_exits_zero_with_the_report_shape_of_the_issue(
+    bench_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], Path],
+) -> None:
+    """The report has every section and key the issue names, with numbers in them."""
+    completed, report, _ = bench_run
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    for section, keys in REQUIRED.items():
+        assert keys <= set(report[section]), (section, report[section])
+        for key in keys:
+            assert isinstance(report[section][key], int | float), (section, key)
+
+
+def test_detection_latency_was_measured_on_violating_writes(
+    bench_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], Path],
+) -> None:
+    """Violating writes were made and matched to opened findings, with positive latencies."""
+    _, report, _ = bench_run
+    detection = report["detection_latency_ms"]
+    assert detection["count"] > 0
+    assert detection["samples"] >= detection["count"]
+    assert 0 < detection["p50"] <= detection["p99"] <= detection["max"]
+
+
+def test_the_pipeline_did_real_work_and_cleaned_up(
+    bench_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], Path],
+) -> None:
+    """Evaluate processed events on CPU time, ingest listed objects, and nothing was left."""
+    _, report, _ = bench_run
+    assert report["evaluate"]["events"] > 0
+    assert report["evaluate"]["cpu_seconds"] > 0
+    assert report["ingest"]["objects_per_second"] > 0
+    assert report["memory"]["evaluate_rss_bytes"] > 0
+    assert report["cleanup"] == {"ok": True, "problems": []}
+
+
+def test_a_png_of_the_latency_distributions_is_written_next_to_the_report(
+    bench_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], Path],
+) -> None:
+    """The plot is a non-trivial PNG beside the JSON."""
+    _, _, output = bench_run
+    picture = output.with_suffix(".png")
+    assert picture.is_file()
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert picture.stat().st_size > 10_000
