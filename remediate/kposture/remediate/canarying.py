@@ -42,6 +42,14 @@ class CanaryGate:
             del self._groups[group]
         pending.set_result(ok)
 
+    def running(self, group: str) -> asyncio.Future[bool | None] | None:
+        """The outcome-to-be of the group's canary while it runs, else None (never blocks).
+
+        A finding that would have to wait for it is parked on this future instead.
+        """
+        pending = self._groups.get(group) if group else None
+        return pending if pending is not None and not pending.done() else None
+
     def state(self, group: str) -> bool | None:
         """True/False once the group's canary passed/failed, else None."""
         pending = self._groups.get(group)

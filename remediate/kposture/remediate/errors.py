@@ -11,10 +11,14 @@
     │   ├── ObjectGoneError      the object was deleted meanwhile (not retriable)
     │   └── RejectedError        invalid or forbidden (4xx): the same request fails again
     ├── VerificationError        the fix did not hold when re-read, or health regressed
-    └── RollbackError            the pre-image could not be restored (fields changed since)
+    ├── RollbackError            the pre-image could not be restored (fields changed since)
+    └── WouldWaitError           not a failure: the finding must wait (backoff, canary, pause);
+                                 the service parks it and decides it again later (retriable)
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 
 class RemediationError(Exception):
@@ -76,3 +80,29 @@ class VerificationError(RemediationError):
 
 class RollbackError(RemediationError):
     """The pre-image cannot be restored, because the fields changed after our write."""
+
+
+class WouldWaitError(RemediationError):
+    """The write cannot start yet; park the finding instead of holding a worker while it waits.
+
+    Raised only when the caller asked for parking (``Remediator.handle(..., park=True)``).
+    ``until`` completes when waiting may be over (a canary's outcome); ``retry_after_s`` is the
+    wait otherwise, or the cap on the wait for ``until``; ``ready`` is a cheap in-memory check
+    (is the pause over?) polled every ``retry_after_s`` before the finding is decided again,
+    so a long pause does not turn every parked finding into reads of the apiserver.
+    """
+
+    retriable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float,
+        until: Awaitable[object] | None = None,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.until = until
+        self.ready = ready

@@ -6,22 +6,29 @@ follow owners to the template to fix, plan, judge (GitOps and automation account
 record ``planned``, server-side dry run, then -- in enforce mode -- wait for approval, a canary
 or the throttle, apply, verify, and roll back if the fix did not hold or health regressed.
 A stale plan (the object changed) is planned again from the latest state.
+
+With ``park=True`` (the service) a finding that would wait for a backoff, a running canary
+or a resume raises :class:`errors.WouldWaitError` instead -- before anything is recorded when
+that is known in advance -- and is decided again later, never holding a worker meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from kposture.remediate import (
+    admitting,
     applying,
     auditing,
     canarying,
+    dispatching,
     errors,
     fixes,
     journaling,
@@ -40,7 +47,6 @@ Phase = remediation.Phase
 Act, Out = audit.Action, audit.Outcome
 _REPLANS = 5
 _REPLAN_PAUSE_S = 0.2  # doubled per attempt: a rollout's status churn settles in seconds
-_REFUSED_POLL_S = 0.5
 
 
 class Remediator:
@@ -59,6 +65,7 @@ class Remediator:
         take_over_imperative: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        lend_slot: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         self.settings = settings
         self.clusters = clusters
@@ -72,17 +79,19 @@ class Remediator:
         self.take_over_imperative = take_over_imperative
         self._clock = clock
         self._sleep = sleep
-        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
-            asyncio.Lock
-        )
+        # The service's global concurrency slot is given back while a rollout is awaited.
+        self._lend_slot = lend_slot
+        # Findings and approvals of one object never interleave (the ledger check and the
+        # write must be one step); the service also orders them, approvals it does not.
+        self._locks = dispatching.KeyedLocks()
         self.canaries = canarying.CanaryGate()
 
-    # -- bookkeeping ---------------------------------------------------------------------
+    async def handle(self, finding: findings.Finding, *, park: bool = False) -> Phase | None:
+        """Act on one finding; the final phase, or None when it is not a decision at all.
 
-    # -- the pipeline ----------------------------------------------------------------------
-
-    async def handle(self, finding: findings.Finding) -> Phase | None:
-        """Act on one finding; the final phase, or None when it is not a decision at all."""
+        ``park``: raise :class:`errors.WouldWaitError` instead of waiting for a backoff, a running
+        canary or a resume (the caller decides the finding again later).
+        """
         screened = policy.screen(finding)
         step = journaling.Step.of_finding(finding)
         if screened is not None:
@@ -96,7 +105,7 @@ class Remediator:
             finding.baseline_version,
             finding.ref.resource_version,
         )
-        async with self._locks[f"{finding.cluster}/{finding.ref.uid}"]:
+        async with self._locks.hold(f"{finding.cluster}/{finding.ref.uid}"):
             earlier = self.ledger.ledger.get(key)
             if earlier is not None and (
                 earlier.phase in recording.TERMINAL or earlier.phase is Phase.PENDING_APPROVAL
@@ -106,10 +115,10 @@ class Remediator:
                 await self.journal.event(step, Act.NO_OP, Out.NONE, why)
                 return Phase.NO_OP
             step.action = earlier  # a crashed attempt continues under the same action id
-            return await self._remediate(step, finding, resumed=earlier is not None)
+            return await self._remediate(step, finding, resumed=earlier is not None, park=park)
 
     async def _remediate(
-        self, step: journaling.Step, f: findings.Finding, *, resumed: bool
+        self, step: journaling.Step, f: findings.Finding, *, resumed: bool, park: bool
     ) -> Phase:
         kube = self.clusters.get(f.cluster)
         if kube is None:
@@ -148,8 +157,14 @@ class Remediator:
             judged = policy.judge(step.plan, obj=target, mode=mode, settings=self.settings)
             if judged.verdict is policy.Verdict.ESCALATE:
                 return await self.journal.escalate(step, judged.reason)
+            writes = (
+                judged.mode is findings.RemediationMode.ENFORCE
+                and (judged.risk or step.plan.risk) is not findings.Risk.NEEDS_APPROVAL
+            )
+            if park and writes:
+                self._park_if_waiting(f.cluster, step.plan)  # before anything is recorded
             try:
-                return await self._act(step, kube, judged)
+                return await self._act(step, kube, judged, park=park)
             except errors.StaleObjectError as exc:
                 log.info("replanning %s: %s", f.key, exc)
                 await self._sleep(_REPLAN_PAUSE_S * 2**attempt)
@@ -185,7 +200,7 @@ class Remediator:
         return target
 
     async def _act(
-        self, step: journaling.Step, kube: applying.Kube, judged: policy.Decision
+        self, step: journaling.Step, kube: applying.Kube, judged: policy.Decision, *, park: bool
     ) -> Phase:
         plan = step.plan
         assert plan is not None
@@ -223,13 +238,13 @@ class Remediator:
             await self.journal.event(step, Act.DRY_RUN, Out.SUCCESS, why)
             return Phase.PENDING_APPROVAL
         await self.journal.event(step, Act.DRY_RUN, Out.SUCCESS, "server-side dry run accepted")
-        return await self._enforce(step, kube)
+        return await self._enforce(step, kube, park=park)
 
     async def approve(self, action: remediation.RemediationAction, *, approver: str) -> Phase:
         """Carry out an approved action (called when its ``approved`` record is read)."""
         step = journaling.Step.of_action(action)
         kube = self.clusters[action.cluster]
-        async with self._locks[f"{action.cluster}/{action.ref.uid}"]:
+        async with self._locks.hold(f"{action.cluster}/{action.ref.uid}"):
             await self.journal.event(
                 step, Act.APPROVED, Out.NONE, f"approved by {approver}", actor=approver
             )
@@ -256,17 +271,26 @@ class Remediator:
                 )
             return await self._enforce(step, kube)
 
-    async def _enforce(self, step: journaling.Step, kube: applying.Kube) -> Phase:
+    async def _enforce(
+        self, step: journaling.Step, kube: applying.Kube, *, park: bool = False
+    ) -> Phase:
         plan = step.plan
         assert plan is not None
+        if park:
+            # Checked again: a canary may have started during our dry run. Parking here means
+            # planning again later (the ledger keeps the action id), which is rare.
+            self._park_if_waiting(step.cluster, plan)
         canary = await self.canaries.role(plan.canary_group)
         if canary is False:
             return await self.journal.escalate(
                 step, f"the canary of {plan.canary_group} failed; not applied"
             )
         try:
-            await self._admitted(step.cluster, plan)
+            await self._admitted(step.cluster, plan, park=park)
             await self._write(kube, step, dry_run=False)
+        except errors.WouldWaitError:
+            self.canaries.settle(plan.canary_group, canary, ok=None)  # another one may go first
+            raise
         except errors.FieldConflictError as exc:
             self.canaries.settle(plan.canary_group, canary, ok=False)
             return await self.journal.escalate(step, f"not forced: {exc}")
@@ -325,17 +349,25 @@ class Remediator:
         holds = not plan.target.uid or verifying.fix_holds(plan.check, result)
         return applying.summarize_dry_run(plan, result), holds
 
-    async def _admitted(self, cluster: str, plan: planning.Plan) -> None:
-        """Wait until the throttle lets this write start (pause and breaker hold it)."""
-        announced = False
-        while True:
-            admission = self.throttle.admit(cluster, plan.target.uid, self._clock())
-            if admission.refused is None and admission.wait_s <= 0:
-                return
-            if admission.refused is not None and not announced:
-                log.warning("holding the write to %s: %s", plan.target.subject, admission.refused)
-                announced = True
-            await self._sleep(admission.wait_s or _REFUSED_POLL_S)
+    def _park_if_waiting(self, cluster: str, plan: planning.Plan) -> None:
+        admitting.park_if_waiting(
+            cluster,
+            plan,
+            throttle=self.throttle,
+            canaries=self.canaries,
+            now=self._clock,
+            canary_wait_s=self.canary_timeout_s + self.canary_soak_s,
+        )
+
+    async def _admitted(self, cluster: str, plan: planning.Plan, *, park: bool) -> None:
+        await admitting.admitted(
+            cluster,
+            plan,
+            throttle=self.throttle,
+            park=park,
+            now=self._clock,
+            sleep=self._sleep,  # read per call: tests replace it on a built remediator
+        )
 
     async def _verify(self, kube: applying.Kube, plan: planning.Plan) -> str:
         if plan.operation is planning.Operation.DELETE:
@@ -343,14 +375,15 @@ class Remediator:
         await applying.verify(kube, plan)
         if plan.risk is not findings.Risk.DISRUPTIVE:
             return "verified: the fix holds on the re-read object"
-        health = await applying.wait_healthy(
-            kube,
-            plan.target,
-            timeout_s=self.canary_timeout_s,
-            soak_s=self.canary_soak_s,
-            clock=self._clock,
-            sleep=self._sleep,
-        )
+        async with self._lend_slot():  # a rollout and its soak cost the apiserver little
+            health = await applying.wait_healthy(
+                kube,
+                plan.target,
+                timeout_s=self.canary_timeout_s,
+                soak_s=self.canary_soak_s,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
         return f"verified: the fix holds and the rollout is healthy ({health})"
 
     async def _roll_back(self, step: journaling.Step, kube: applying.Kube, why: str) -> Phase:

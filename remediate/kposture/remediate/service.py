@@ -4,14 +4,18 @@ Start-up order matters for safety: the ledger is read to its end (so earlier dec
 pause state are known) and the audit chain's tip is found before the first finding is read.
 Then four tasks run in one ``TaskGroup``: the ledger reader (idempotency and kill switch), the
 findings consumer, the approvals worker and the population counter that feeds the breaker's
-touch percentage. Offsets are committed per batch, after every finding of the batch has been
-handled and audited, so a crash redelivers (and the ledger turns the redelivery into a no-op).
+touch percentage. Findings are decided concurrently (``max_concurrency``), in order per object,
+and a finding that has to wait (backoff, canary, pause) is parked rather than awaited, so it
+never delays unrelated objects (``consuming``, ``dispatching``). Offsets are committed per
+partition only up to the oldest finding not yet decided and audited, so a crash redelivers
+(and the ledger turns the redelivery into a no-op).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +25,8 @@ import aiokafka
 from kposture.remediate import (
     applying,
     auditing,
+    consuming,
+    dispatching,
     fixes,
     recording,
     remediating,
@@ -33,7 +39,6 @@ from kposture.schemas import codec, common, deadletter, envelope, findings, reme
 log = logging.getLogger(__name__)
 
 SERVICE = "remediate"
-_POLL_MS = 500
 _POPULATION_INTERVAL_S = 60.0
 _COUNTED = [
     common.ObjectRef("apps/v1", kind, "", "") for kind in ("Deployment", "StatefulSet", "DaemonSet")
@@ -61,6 +66,7 @@ class RemediateService:
         self.settings = settings
         self.readiness = health.Readiness()
         self.throttle = throttling.Throttle(settings.remediate)
+        self.slots = dispatching.Slots(settings.remediate.max_concurrency)
         self.approvals: asyncio.Queue[remediation.RemediationAction] = asyncio.Queue()
         self.remediator: remediating.Remediator | None = None
         self.handled = 0
@@ -121,6 +127,7 @@ class RemediateService:
                     canary_timeout_s=self.settings.remediate.canary_timeout_s,
                     canary_soak_s=self.settings.remediate.canary_soak_s,
                     take_over_imperative=self.settings.remediate.take_over_imperative_fields,
+                    lend_slot=self.slots.lent,
                 )
                 await consumer.start()
                 self.readiness.report("kafka", ok=True, detail="ledger and audit chain loaded")
@@ -137,31 +144,20 @@ class RemediateService:
     async def _consume(
         self, consumer: aiokafka.AIOKafkaConsumer, producer: aiokafka.AIOKafkaProducer
     ) -> None:
-        limit = asyncio.Semaphore(max(1, self.settings.remediate.max_concurrency))
-        while True:
-            batches = await consumer.getmany(timeout_ms=_POLL_MS)
-            if not batches:
-                continue
-            async with asyncio.TaskGroup() as group:
-                for messages in batches.values():
-                    for message in messages:
-                        group.create_task(self._one(message, producer, limit))
-            # Every finding of the batch is decided and audited: now it may not come back.
-            await consumer.commit()
+        loop = consuming.FindingsLoop(
+            consumer,
+            decide=self._decide,
+            decode=lambda message: decode_finding(message.headers or (), message.value),
+            wanted=fixable_check,
+            dead_letter=functools.partial(self._dead_letter, producer),
+            slots=self.slots,
+        )
+        await loop.run()
 
-    async def _one(
-        self, message: Any, producer: aiokafka.AIOKafkaProducer, limit: asyncio.Semaphore
-    ) -> None:
-        try:
-            finding = decode_finding(message.headers or (), message.value)
-        except codec.DecodeError as exc:
-            await self._dead_letter(producer, message, exc.reason)
-            return
-        if not fixable_check(finding):
-            return
+    async def _decide(self, finding: findings.Finding) -> None:
+        """Decide one finding; parking (``WouldWaitError``) propagates to the dispatcher."""
         assert self.remediator is not None
-        async with limit:
-            phase = await self.remediator.handle(finding)
+        phase = await self.remediator.handle(finding, park=True)
         self.handled += 1
         log.info("finding %s: %s", finding.key, phase or "ignored")
 
@@ -189,16 +185,35 @@ class RemediateService:
     async def _approve(self) -> None:
         assert self.remediator is not None
         ledger = self.remediator.ledger.ledger
-        while True:
-            action = await self.approvals.get()
-            latest = ledger.find(action.action_id)
-            if latest is None or latest.phase is not remediation.Phase.APPROVED:
-                continue  # already carried out (a record read back while catching up)
-            if action.cluster not in self.remediator.clusters:
-                continue
-            approver = action.rationale.removeprefix("approved by ").strip() or "unknown"
-            phase = await self.remediator.approve(latest, approver=approver)
-            log.info("approved action %s: %s", action.action_id, phase)
+        # Each approval in its own task: one waiting for its object's backoff must not hold
+        # up the others (the remediator's per-object lock still orders it with findings).
+        approving: set[str] = set()
+        async with asyncio.TaskGroup() as group:
+            while True:
+                action = await self.approvals.get()
+                latest = ledger.find(action.action_id)
+                if latest is None or latest.phase is not remediation.Phase.APPROVED:
+                    continue  # already carried out (a record read back while catching up)
+                if action.cluster not in self.remediator.clusters:
+                    continue
+                if action.action_id in approving:
+                    continue  # the same approval read twice while the first is carried out
+                approving.add(action.action_id)
+                approver = action.rationale.removeprefix("approved by ").strip() or "unknown"
+                group.create_task(
+                    self._approve_one(latest, approver=approver, approving=approving),
+                    name=f"remediate-approve-{action.action_id}",
+                )
+
+    async def _approve_one(
+        self, action: remediation.RemediationAction, *, approver: str, approving: set[str]
+    ) -> None:
+        assert self.remediator is not None
+        try:
+            phase = await self.remediator.approve(action, approver=approver)
+        finally:
+            approving.discard(action.action_id)
+        log.info("approved action %s: %s", action.action_id, phase)
 
     async def _count(self, clusters: dict[str, applying.KubeClient]) -> None:
         while True:

@@ -35,6 +35,11 @@ class TokenBucket:
         self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate_per_s)
         self._updated = now
 
+    def wait_s(self, now: float) -> float:
+        """Seconds until a token is available, without taking one (0 when one is)."""
+        self._refill(now)
+        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate_per_s
+
     def take(self, now: float) -> float:
         """Take a token and return 0, or return how many seconds until one is available."""
         self._refill(now)
@@ -228,6 +233,22 @@ class Throttle:
         # the limit before the first of them finishes.
         self.breaker.touched(cluster, uid, now)
         return Admission()
+
+    def probe(self, cluster: str, uid: str, now: float) -> Admission:
+        """What :meth:`admit` would answer now, without taking a token or opening the breaker.
+
+        Lets a caller park a finding that would have to wait, before it records anything.
+        """
+        blocked = self.kill_switch.blocked(now)
+        if blocked is not None:
+            return Admission(refused=blocked)
+        if self.breaker.open_reason is not None:
+            return Admission(refused=f"circuit breaker open: {self.breaker.open_reason}")
+        wait = self.backoff.wait_s(f"{cluster}/{uid}", now)
+        bucket = self.buckets.get(cluster)
+        if bucket is not None:
+            wait = max(wait, bucket.wait_s(now))
+        return Admission(wait_s=wait)
 
     def wrote(self, cluster: str, uid: str, now: float) -> None:
         """Record a write that the apiserver accepted."""

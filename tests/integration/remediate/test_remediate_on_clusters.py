@@ -47,9 +47,17 @@ async def test_a_privileged_deployment_is_dry_run_then_fixed_by_kposture(
     assert phase is Phase.VERIFIED
     fixed = await remediator.kube.get(planning.ref_of(obj))
     assert fixed is not None
-    assert _container_security(fixed) == {"privileged": False}
+    assert _container_security(fixed)["privileged"] is False
     assert "kposture" in _managers(fixed)
-    actions = [r.event.action for r in await audit_records(remediator.settings) if r.event]
+    events = [r.event for r in await audit_records(remediator.settings) if r.event]
+    # What *this* remediator wrote, from its own audit chain. The live object alone cannot
+    # tell: other kposture pipelines on the shared cluster (a demo or bench remediator) act on
+    # every namespace labelled enforce, this one included, and fix its other checks (e.g.
+    # allowPrivilegeEscalation) under the same field manager name.
+    [applied] = [e for e in events if e.action is audit.Action.APPLIED]
+    assert applied.patch is not None
+    assert _container_security(applied.patch) == {"privileged": False}
+    actions = [e.action for e in events]
     assert actions[-4:] == [
         audit.Action.PLANNED,
         audit.Action.DRY_RUN,
@@ -103,7 +111,8 @@ async def test_a_stale_resource_version_is_planned_again(
     final = await remediator.kube.get(planning.ref_of(obj))
     assert final is not None
     assert final["metadata"]["labels"]["touched"] == "yes"
-    assert _container_security(final) == {"allowPrivilegeEscalation": False}
+    # Other pipelines on the shared cluster may fix other fields of this object meanwhile.
+    assert _container_security(final)["allowPrivilegeEscalation"] is False
     actions = [r.event.action for r in await audit_records(remediator.settings) if r.event]
     assert actions.count(audit.Action.PLANNED) >= 2
 
