@@ -23,7 +23,7 @@ from kubernetes_asyncio import client
 from kposture.remediate import errors, planning, verifying
 from kposture.schemas import common
 
-FIELD_MANAGER = "kposture"
+FIELD_MANAGER = planning.FIELD_MANAGER
 
 PLURALS: Mapping[str, str] = {
     "Pod": "pods",

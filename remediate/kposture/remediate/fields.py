@@ -167,3 +167,96 @@ def owners(managed_fields: Sequence[Mapping[str, Any]] | None, path: Path) -> li
         if node is not None:
             found.append(f"{entry.get('manager', '?')} ({entry.get('operation', '?')})")
     return found
+
+
+def applied_by(
+    managed_fields: Sequence[Mapping[str, Any]] | None, live: Mapping[str, Any], *, manager: str
+) -> dict[str, Any]:
+    """The apply configuration of the fields ``manager`` owns through Apply, at live values.
+
+    Server-side apply removes a field that a manager applied before and leaves out of its next
+    apply. Every new patch therefore carries the fields this manager already owns, so one fix
+    never undoes an earlier one.
+    """
+    out: dict[str, Any] = {}
+    for entry in managed_fields or ():
+        if entry.get("manager") == manager and entry.get("operation") == "Apply":
+            merge_apply(out, _owned_map(entry.get("fieldsV1") or {}, live))
+    out.pop("status", None)
+    metadata = out.get("metadata")
+    if isinstance(metadata, dict):
+        for key in _IDENTITY_METADATA:
+            metadata.pop(key, None)
+    return out
+
+
+def _owned_map(node: Mapping[str, Any], live: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not isinstance(live, Mapping):
+        return out
+    for key, child in node.items():
+        if not key.startswith("f:"):
+            continue
+        name = key[2:]
+        if name not in live:
+            continue
+        value = live[name]
+        if not child or not isinstance(child, Mapping):
+            out[name] = value  # a leaf (or an atomic value) owned whole
+        elif isinstance(value, Mapping):
+            out[name] = _owned_map(child, value)
+        elif isinstance(value, list):
+            out[name] = _owned_list(child, value)
+        else:
+            out[name] = value
+    return out
+
+
+def _owned_list(node: Mapping[str, Any], live: list[Any]) -> list[Any]:
+    items: list[Any] = []
+    for key, child in node.items():
+        if key.startswith("k:"):
+            identity = json.loads(key[2:])
+            element = next(
+                (
+                    e
+                    for e in live
+                    if isinstance(e, Mapping) and all(e.get(k) == v for k, v in identity.items())
+                ),
+                None,
+            )
+            if element is not None:
+                items.append({**_owned_map(child, element), **identity})
+        elif key.startswith("v:"):
+            items.append(json.loads(key[2:]))
+    return items
+
+
+def merge_apply(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``overlay`` into ``base`` in place, as one apply configuration (``overlay`` wins).
+
+    Maps merge recursively; lists of maps that all carry a ``name`` merge element by element
+    on it (as server-side apply does for containers); any other value is replaced.
+    """
+    for key, value in overlay.items():
+        current = base.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            merge_apply(current, value)
+        elif isinstance(current, list) and _named_list(current) and _named_list(value):
+            by_name = {item["name"]: item for item in current}
+            for item in value:
+                if item["name"] in by_name:
+                    merge_apply(by_name[item["name"]], item)
+                else:
+                    current.append(dict(item))
+        else:
+            base[key] = value
+    return base
+
+
+def _named_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, dict) and "name" in v for v in value)
+    )

@@ -18,6 +18,9 @@ from typing import Any
 from kposture.remediate import errors, fields, fixes
 from kposture.schemas import common, findings
 
+FIELD_MANAGER = "kposture"
+"""The field manager of every write kposture makes."""
+
 Risk = findings.Risk
 
 TEMPLATE_PATHS: Mapping[tuple[str, str], tuple[str, ...]] = {
@@ -212,14 +215,20 @@ def _finish(
         # In an apply configuration, resourceVersion is a precondition, never a managed field.
         metadata["resourceVersion"] = ref.resource_version
     change_metadata = change.pop("metadata", None) or {}
+    changed = tuple(fields.render(path) for path, _ in fields.leaves(change))
+    # Carry the fields an earlier fix applied, at their live values: an apply that leaves
+    # them out would make the apiserver remove them, undoing that fix.
+    kept = fields.applied_by(
+        (obj.get("metadata") or {}).get("managedFields"), obj, manager=FIELD_MANAGER
+    )
+    body = fields.merge_apply(kept, {"metadata": change_metadata, **change})
+    body_metadata = body.pop("metadata", None) or {}
     patch = {
         "apiVersion": ref.api_version,
         "kind": ref.kind,
-        "metadata": {**change_metadata, **metadata},
-        **change,
+        "metadata": {**body_metadata, **metadata},
+        **body,
     }
-    leaves = fields.leaves(patch)
-    changed = tuple(fields.render(path) for path, _ in leaves)
     return Plan(
         check=fix.check,
         operation=Operation.APPLY,

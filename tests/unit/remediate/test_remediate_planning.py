@@ -215,3 +215,59 @@ def test_cis_and_nsa_check_ids_name_the_same_fixes(check: str, canonical: str) -
     fix = fixes.lookup(check)
     assert fix is not None
     assert fix.check == canonical
+
+
+def test_a_second_fix_keeps_the_fields_an_earlier_fix_applied() -> None:
+    """The new apply carries what kposture applied before, so the apiserver does not drop it."""
+    obj = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "uid": "u1",
+            "resourceVersion": "7",
+            "managedFields": [
+                {
+                    "manager": "kposture",
+                    "operation": "Apply",
+                    "fieldsV1": {
+                        "f:spec": {
+                            "f:template": {
+                                "f:spec": {
+                                    "f:containers": {
+                                        'k:{"name":"app"}': {
+                                            ".": {},
+                                            "f:name": {},
+                                            "f:securityContext": {"f:allowPrivilegeEscalation": {}},
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    },
+                }
+            ],
+        },
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "nginx",
+                            "securityContext": {"allowPrivilegeEscalation": False},
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    result = planning.plan("capabilities_restricted", obj, cluster="c1")
+    assert result is not None
+    container = result.patch["spec"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "app"
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "image" not in container  # only fields kposture owns are carried, never others'
+    assert all("allowPrivilegeEscalation" not in c for c in result.changed)
