@@ -7,8 +7,12 @@ the object itself) in the ``objects`` table and publishes the resulting transiti
 reads in full, so namespaceSelector matches, owners and criticality can see them. Records that
 cannot be decoded or evaluated go to the ``dlq`` topic with the reason, and the stream goes on.
 
-Policy: every worker reads the whole compacted ``baselines`` topic with a plain consumer (no
-consumer group: a single-partition topic would otherwise reach only one worker), before it
+Outputs and ``objects`` changelog records go through one ``publishing.Publisher`` (batched,
+acks=all), flushed by faust's commit before it commits offsets. The table is written to its
+store and changelog directly, to the partition of the record being processed, as faust would
+(faust's own path costs a pending message, a future and sensors per write).
+
+Policy: ``following.PolicyFollower`` reads the compacted ``baselines`` topic before the worker
 starts consuming resources and then continuously. A change swaps the compiled policy and
 *sweeps* the worker's partitions: a control record per partition on an internal topic
 co-partitioned with ``resources``, whose agent re-evaluates that partition's objects from the
@@ -26,31 +30,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
 import orjson
 
-from kposture.evaluate import policy_store, processing, tracking
+from kposture.evaluate import (
+    following,
+    inventory,
+    periodic,
+    policy_store,
+    processing,
+    publishing,
+    storing,
+)
 from kposture.runtime import health, kafka, tracing
 from kposture.runtime import settings as settings_mod
-from kposture.schemas import codec, common, envelope, policy, topics
+from kposture.schemas import codec, common, topics
 
 log = logging.getLogger(__name__)
 _tracer = tracing.tracer(__name__)
 
-POSTURE_TICK_S = 1.0
-"""How often changed posture is published (the debounce of "on change")."""
-EXPIRY_POLL_S = 5.0
-"""Longest sleep between checks for an exception that expired or a policy change."""
 PRODUCER_LINGER_S = 0.005
-"""How long the producer waits to fill a batch (as ``runtime.kafka.producer``'s 5 ms)."""
-PRODUCER_BATCH_BYTES = 512 * 1024
-"""Largest producer batch per partition (Kafka's default request limit is 1 MiB)."""
+"""How long a batch of outputs waits to fill (as ``runtime.kafka.producer``'s 5 ms)."""
+NAMESPACES_CACHED = 4096
+"""Parsed namespace objects kept, so an object's namespace is not parsed per event."""
 SWEEP_YIELD_EVERY = 200
 """Objects re-evaluated by a sweep between two yields to the event loop."""
+SWEEP_KEY = b"sweep"
+"""The key of a whole-partition sweep record; any other key names one object to re-evaluate."""
 
 
 class EvaluateApp:
@@ -70,14 +79,16 @@ class EvaluateApp:
         self.processor: processing.Processor | None = None
         self._names = {t: kafka.topic_name(settings.kafka, t) for t in topics.Topic}
         self._faust: Any = None
-        self._out: dict[topics.Topic, Any] = {}
-        self._objects: Any = None
+        self._producer: Any = None
+        self._publisher: publishing.Publisher | None = None
+        self._follower: following.PolicyFollower | None = None
+        self._objects: Any = None  # the faust table's store: reads and writes skip faust
+        self._changelog = ""
         self._namespaces: Any = None
+        self._parsed_namespaces: dict[bytes, tuple[bytes, Mapping[str, Any]]] = {}
+        self._network_policies: Any = None  # global table: every cluster's NetworkPolicies
         self._sweep_topic: Any = None
-        self._policy_consumer: Any = None
-        self._pending_dlq: list[processing.Output] = []
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
-        self._posture_dirty = False
         self._tasks: list[asyncio.Task[None]] = []
         self.processed = 0
         """Resource records handled so far (evaluated, skipped or dead-lettered)."""
@@ -87,18 +98,44 @@ class EvaluateApp:
     async def start(self) -> None:
         """Load the policy, then start consuming; returns once partitions are assigned."""
         await kafka.create_topics(self.settings.kafka)
-        await self._start_policy_follower()
+        self._producer = kafka.producer(
+            self.settings.kafka,
+            client_id=f"{self.settings.evaluate.app_id}-publisher",
+            linger_ms=int(PRODUCER_LINGER_S * 1000),
+        )
+        await self._producer.start()
+        self._publisher = publishing.Publisher(self._producer, linger_s=PRODUCER_LINGER_S)
+        await self._publisher.prepare(
+            self._names[t] for t in (topics.Topic.FINDINGS, topics.Topic.POSTURE, topics.Topic.DLQ)
+        )
+        # Re-evaluation requests go to the partition of the object's resources key: learn its
+        # partition count too (the sweep topic is co-partitioned with it).
+        await self._publisher.prepare([self._names[topics.Topic.RESOURCES]])
+        self._follower = following.PolicyFollower(
+            self.settings,
+            self.store,
+            clock=self.clock,
+            readiness=self.readiness,
+            dead_letter=self._send,
+        )
+        self.processor = processing.Processor(await self._follower.start(), clock=self.clock)
         self._faust = self._build_faust()
         await self._faust.start()
         self.readiness.report("kafka", ok=True, detail="faust app started")
-        for output in self._pending_dlq:
-            await self._send(output)
-        self._pending_dlq.clear()
+        posture = periodic.publish_posture(
+            self.processor, interval_s=self.settings.evaluate.posture_interval_s, send=self._send
+        )
+        expired = periodic.watch_expiry(
+            self.processor,
+            clock=self.clock,
+            on_expiry=lambda: self._sweeps.put_nowait("exception expired"),
+        )
         for name, coro in (
-            ("evaluate-policy", self._follow_policy()),
+            ("evaluate-publisher", self._publisher.run()),
+            ("evaluate-policy", self._follower.follow(self._on_policy)),
             ("evaluate-sweeps", self._send_sweeps()),
-            ("evaluate-posture", self._publish_posture()),
-            ("evaluate-expiry", self._watch_expiry()),
+            ("evaluate-posture", posture),
+            ("evaluate-expiry", expired),
         ):
             self._tasks.append(asyncio.create_task(coro, name=name))
 
@@ -111,9 +148,13 @@ class EvaluateApp:
                 await task
         self._tasks.clear()
         if self._faust is not None:
-            await self._faust.stop()
-        if self._policy_consumer is not None:
-            await self._policy_consumer.stop()
+            await self._faust.stop()  # commits, which flushes the publisher
+        if self._publisher is not None:
+            await self._publisher.flush()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._follower is not None:
+            await self._follower.stop()
         self.readiness.report("kafka", ok=False, detail="stopped")
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
@@ -147,12 +188,7 @@ class EvaluateApp:
             topic_replication_factor=kafka_settings.replication_factor,
             key_serializer="raw",
             value_serializer="raw",
-            producer_acks=-1,
-            # Findings come in bursts (one event can open a dozen); batch them per request.
-            producer_linger=PRODUCER_LINGER_S,
-            # aiokafka keeps one request in flight per partition and a full batch waits for
-            # it, so 16 KiB batches (the default) cap a partition at ~16 findings per round trip.
-            producer_max_batch_size=PRODUCER_BATCH_BYTES,
+            producer_acks=-1,  # faust's producer now carries only sweeps and namespaces
             consumer_auto_offset_reset="earliest",
             web_enabled=False,
             stream_wait_empty=False,
@@ -162,17 +198,18 @@ class EvaluateApp:
             return app.topic(name, key_type=bytes, value_type=bytes, **extra)
 
         resources = topic(self._names[topics.Topic.RESOURCES])
-        self._out = {
-            t: topic(self._names[t])
-            for t in (topics.Topic.FINDINGS, topics.Topic.POSTURE, topics.Topic.DLQ)
-        }
         # Co-partitioned with resources, so the sweep of partition p may write p's table keys.
         self._sweep_topic = topic(f"{evaluate.app_id}-sweep", partitions=partitions, internal=True)
-        self._objects = app.Table(
-            "objects", partitions=partitions, key_type=bytes, value_type=bytes
-        )
+        objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
+        self._objects = objects.data
+        self._changelog = objects.changelog_topic.get_topic_name()
         self._namespaces = app.GlobalTable(
             "namespaces", partitions=partitions, key_type=bytes, value_type=bytes
+        )
+        # NetworkPolicies arrive on any partition but decide a Namespace's cross-object checks,
+        # so every worker keeps all of them (reduced by ``inventory.network_policy_entry``).
+        self._network_policies = app.GlobalTable(
+            "network-policies", partitions=partitions, key_type=bytes, value_type=bytes
         )
 
         async def evaluate_resources(stream: Any) -> None:
@@ -181,7 +218,11 @@ class EvaluateApp:
 
         async def sweep_partitions(stream: Any) -> None:
             async for event in stream.events():
-                await self._sweep(event.message.partition)
+                message = event.message
+                if message.key == SWEEP_KEY:
+                    await self._sweep(message.partition)
+                else:  # keyed by one object: re-evaluate it after an inventory change
+                    self._reevaluate(message.key, message.value)
 
         # Registered by call, not as decorators: faust's decorators are untyped.
         app.agent(resources, name="evaluate-resources")(evaluate_resources)
@@ -201,6 +242,7 @@ class EvaluateApp:
 
         app.on_partitions_assigned.connect(assigned)
         app.on_partitions_revoked.connect(revoked)
+        _flush_before_commit(app, self._publisher)
         return app
 
     async def _on_resource(self, event: Any) -> None:
@@ -210,7 +252,15 @@ class EvaluateApp:
             return  # a tombstone follows a delete for compaction; the delete itself was handled
         headers = _headers(message.headers)
         assert self.processor is not None  # set before faust starts
-        with _tracer.start_as_current_span("evaluate", context=tracing.extract(headers)):
+        # Continue the trace that ingest started; a record that carries none starts none (a
+        # root span per event would cost more than evaluating most objects, for no trace).
+        traced = any(name == "traceparent" for name, _ in headers)
+        span = (
+            _tracer.start_as_current_span("evaluate", context=tracing.extract(headers))
+            if traced
+            else contextlib.nullcontext()
+        )
+        with span:
             try:
                 resource = processing.decode_resource(headers, message.value, key=message.key)
                 key = message.key
@@ -221,16 +271,17 @@ class EvaluateApp:
                     previous=previous,
                     partition=message.partition,
                     namespace_obj=self._namespace(resource.cluster, resource.ref.namespace),
+                    inventory=self._inventory(resource.cluster, resource.ref),
                 )
             except codec.DecodeError as exc:
-                await self._dead_letter(message, exc.reason)
+                self._dead_letter(message, exc.reason)
                 return
             except Exception as exc:  # one poison record must not stop the stream
                 log.exception("evaluation failed", extra={"key": message.key})
-                await self._dead_letter(message, f"evaluation failed: {type(exc).__name__}: {exc}")
+                self._dead_letter(message, f"evaluation failed: {type(exc).__name__}: {exc}")
                 return
             if step.changed:
-                self._store(key, step.state)
+                self._store(key, step.state, partition=message.partition)
             is_namespace = resource.ref.kind == "Namespace" and resource.ref.api_version == "v1"
             if is_namespace and step.changed:
                 ns_key = processing.namespace_key(resource.cluster, resource.ref.name).encode()
@@ -238,65 +289,146 @@ class EvaluateApp:
                     self._namespaces.pop(ns_key, None)
                 else:
                     self._namespaces[ns_key] = orjson.dumps(resource.object)
+            if inventory.is_network_policy(resource.ref):
+                self._on_network_policy(resource)
             for output in step.outputs:
-                await self._send(output)
-            self._posture_dirty = True
+                self._send(output)
 
     async def _sweep(self, partition: int) -> None:
         assert self.processor is not None  # set before faust starts
-        keys = list(self._objects.keys())
+        keys = [k for k, v in list(self._objects.items()) if storing.partition_of(v) == partition]
         swept = 0
         for key in keys:
             raw = self._objects.get(key)
             if raw is None:
                 continue
             state = processing.decode_state(raw)
-            if state.partition != partition:
-                continue
             try:
                 step = self.processor.sweep(
-                    state, namespace_obj=self._namespace(state.cluster, state.ref.namespace)
+                    state,
+                    namespace_obj=self._namespace(state.cluster, state.ref.namespace),
+                    inventory=self._inventory(state.cluster, state.ref),
                 )
             except Exception:  # one bad object must not stop the sweep
                 log.exception("re-evaluation failed", extra={"key": key})
                 continue
             if step.changed and step.state is not None:
-                self._store(key, step.state)
+                self._store(key, step.state, partition=partition)
             for output in step.outputs:
-                await self._send(output)
+                self._send(output)
             swept += 1
             if swept % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        states = (processing.decode_state(v) for v in list(self._objects.values()))
-        self.processor.retally((s for s in states if s.partition == partition), partition=partition)
-        self._posture_dirty = True
+        mine = [v for v in list(self._objects.values()) if storing.partition_of(v) == partition]
+        self.processor.retally(map(processing.decode_state, mine), partition=partition)
         self.readiness.report(f"partition-{partition}", ok=True, detail="swept", critical=False)
 
-    def _store(self, key: bytes, state: processing.ObjectState | None) -> None:
-        if state is None:
+    def _store(self, key: bytes, state: processing.ObjectState | None, *, partition: int) -> None:
+        # What faust's ``Table.__setitem__`` does, minus its per-write future and sensors: the
+        # store, and the changelog partition of the record being processed (which is where
+        # recovery reads it back from). A tombstone deletes the key.
+        value = None if state is None else processing.encode_state(state)
+        if value is None:
             self._objects.pop(key, None)
         else:
-            self._objects[key] = processing.encode_state(state)
+            self._objects[key] = value
+        assert self._publisher is not None  # set before faust starts
+        self._publisher.put(self._changelog, key=key, value=value, headers=[], partition=partition)
+
+    # -- cross-object checks ---------------------------------------------------------------
+
+    def _inventory(
+        self, cluster: str, ref: Any, *, overlay: inventory.Update | None = None
+    ) -> dict[str, Any] | None:
+        assert self.processor is not None  # set before faust starts
+        if not inventory.maintained(self.processor.needs_inventory(ref)):
+            return None  # nearly every kind: no cross-object check, nothing to assemble
+        return inventory.assemble(
+            self._network_policies.data.items(), cluster=cluster, overlay=overlay
+        )
+
+    def _on_network_policy(self, resource: Any) -> None:
+        # Keep the global table current, then ask the partition that owns each affected
+        # Namespace to re-evaluate it: its state, and the right to write it, live there.
+        key = resource.key.encode()
+        update = inventory.update_of(resource, stored=self._network_policies.data.get(key))
+        if update is None:
+            return  # a resync, or a change of fields that no check reads
+        if update.value is None:
+            self._network_policies.pop(update.key, None)
+        else:
+            self._network_policies[update.key] = update.value
+        assert self._publisher is not None  # set before faust starts
+        request = inventory.encode_update(update)
+        for name in sorted(update.namespaces):
+            metadata = (self._namespace(update.cluster, name) or {}).get("metadata") or {}
+            uid = metadata.get("uid")
+            if not uid:
+                continue  # not seen yet: its own first event will read the table
+            target = f"{update.cluster}/{uid}".encode()
+            # Through the publisher, so the request is acknowledged before the
+            # NetworkPolicy's offset is committed: a crash cannot lose it.
+            self._publisher.put(
+                self._sweep_topic.get_topic_name(),
+                key=target,
+                value=request,
+                headers=[],
+                partition=self._publisher.partition_for(
+                    self._names[topics.Topic.RESOURCES], target
+                ),
+            )
+
+    def _reevaluate(self, key: bytes, value: bytes | None) -> None:
+        # One object, after an inventory change. The request carries the change because this
+        # worker's copy of the global table may not show it yet (its changelog can lag).
+        assert self.processor is not None  # set before faust starts
+        raw = self._objects.get(key)
+        if raw is None or value is None:
+            return  # deleted since, or never seen: nothing stored to re-evaluate
+        state = processing.decode_state(raw)
+        try:
+            update = inventory.decode_update(value)
+            step = self.processor.sweep(
+                state,
+                namespace_obj=self._namespace(state.cluster, state.ref.namespace),
+                inventory=self._inventory(state.cluster, state.ref, overlay=update),
+            )
+        except Exception:  # one bad request must not stop the sweep agent
+            log.exception("re-evaluation failed", extra={"key": key})
+            return
+        if step.changed and step.state is not None:
+            self._store(key, step.state, partition=state.partition)
+        for output in step.outputs:
+            self._send(output)
 
     def _namespace(self, cluster: str, namespace: str) -> Mapping[str, Any] | None:
         if not namespace:
             return None
-        raw = self._namespaces.get(processing.namespace_key(cluster, namespace).encode())
+        ns_key = processing.namespace_key(cluster, namespace).encode()
+        raw = self._namespaces.data.get(ns_key)
         if raw is None:
             return None
+        cached = self._parsed_namespaces.get(ns_key)
+        if cached is not None and cached[0] is raw:
+            return cached[1]  # the same stored value: parsed already
         loaded: Mapping[str, Any] = orjson.loads(raw)
+        if len(self._parsed_namespaces) >= NAMESPACES_CACHED:
+            self._parsed_namespaces.clear()
+        self._parsed_namespaces[ns_key] = (raw, loaded)
         return loaded
 
-    async def _send(self, output: processing.Output) -> None:
-        # faust flushes its producer before it commits the consumed offsets, so a record is
+    def _send(self, output: processing.Output) -> None:
+        # The publisher is flushed before faust commits the consumed offsets, so a record is
         # consumed "done" only once its outputs were acknowledged (at least once).
-        await self._out[output.topic].send(
+        assert self._publisher is not None  # set before anything is sent
+        self._publisher.put(
+            self._names[output.topic],
             key=output.key.encode(),
             value=output.event.data,
             headers=kafka.record_headers(output.event),
         )
 
-    async def _dead_letter(self, message: Any, reason: str) -> None:
+    def _dead_letter(self, message: Any, reason: str) -> None:
         output = processing.dead_letter(
             reason,
             topic=message.topic,
@@ -307,72 +439,14 @@ class EvaluateApp:
             headers=dict(_headers(message.headers)),
             now=self.clock(),
         )
-        await self._send(output)
+        self._send(output)
 
     # -- policy ----------------------------------------------------------------------------
 
-    async def _start_policy_follower(self) -> None:
-        name = self._names[topics.Topic.BASELINES]
-        consumer = kafka.consumer(
-            self.settings.kafka,
-            name,
-            group_id=None,
-            client_id=f"{self.settings.evaluate.app_id}-policy",
-        )
-        await consumer.start()
-        self._policy_consumer = consumer
-        # Catch up to the end of the compacted topic before evaluating anything, so the first
-        # findings already come from the published policy.
-        while not consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event for this
-            await asyncio.sleep(0.05)
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        while not await _caught_up(consumer, ends):
-            batch = await consumer.getmany(timeout_ms=500)
-            self._apply_policy_records(r for records in batch.values() for r in records)
-        self.processor = processing.Processor(self.store.build(), clock=self.clock)
-        self.readiness.report("policy", ok=True, detail=_describe(self.processor.policy))
-
-    async def _follow_policy(self) -> None:
+    def _on_policy(self, built: policy_store.PolicySet) -> None:
         assert self.processor is not None  # set before faust starts
-        while True:
-            batch = await self._policy_consumer.getmany(timeout_ms=1000)
-            records = [r for records in batch.values() for r in records]
-            if not records or not self._apply_policy_records(records):
-                continue
-            try:
-                self.processor.policy = self.store.build()
-            except policy_store.PolicyError as exc:
-                log.error("policy not applied: %s", exc)  # noqa: TRY400 - the reason is the news
-                self.readiness.report("policy", ok=False, detail=str(exc), critical=False)
-                continue
-            self.readiness.report("policy", ok=True, detail=_describe(self.processor.policy))
-            self._sweeps.put_nowait("policy")
-
-    def _apply_policy_records(self, records: Iterable[Any]) -> bool:
-        changed = False
-        for record in records:
-            key = record.key.decode() if record.key else ""
-            try:
-                document = None
-                if record.value is not None:
-                    document = _decode_policy(record.headers or (), record.value)
-                self.store.apply(key, document)
-                changed = True
-            except (codec.DecodeError, policy_store.PolicyError) as exc:
-                log.warning("policy record rejected: %s", exc, extra={"key": key})
-                self._pending_dlq.append(
-                    processing.dead_letter(
-                        str(exc),
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=dict(record.headers or ()),
-                        now=self.clock(),
-                    )
-                )
-        return changed
+        self.processor.policy = built
+        self._sweeps.put_nowait("policy")
 
     # -- periodic work ---------------------------------------------------------------------
 
@@ -385,53 +459,23 @@ class EvaluateApp:
             for tp in sorted(self._faust.assignor.assigned_actives()):
                 if tp.topic == resources:
                     await self._sweep_topic.send(
-                        key=b"sweep", value=reason.encode(), partition=tp.partition
+                        key=SWEEP_KEY, value=reason.encode(), partition=tp.partition
                     )
-            if self._pending_dlq:
-                for output in self._pending_dlq:
-                    await self._send(output)
-                self._pending_dlq.clear()
-
-    async def _publish_posture(self) -> None:
-        assert self.processor is not None  # set before faust starts
-        interval = self.settings.evaluate.posture_interval_s
-        last_full = time.monotonic()
-        while True:
-            await asyncio.sleep(POSTURE_TICK_S)
-            full = time.monotonic() - last_full >= interval
-            if not (full or self._posture_dirty):
-                continue
-            self._posture_dirty = False
-            if full:
-                last_full = time.monotonic()
-            for output in self.processor.posture(only_changed=not full):
-                await self._send(output)
-
-    async def _watch_expiry(self) -> None:
-        assert self.processor is not None  # set before faust starts
-        while True:
-            now = self.clock()
-            expiry = tracking.next_expiry(self.processor.policy.waivers, now)
-            delay = EXPIRY_POLL_S
-            if expiry is not None:
-                delay = min(delay, max((expiry - now).total_seconds(), 0.0))
-            await asyncio.sleep(delay)
-            if expiry is not None and self.clock() >= expiry:
-                self._sweeps.put_nowait("exception expired")
 
 
-def _decode_policy(headers: Iterable[tuple[str, bytes]], value: bytes) -> policy.PolicyDocument:
-    _, document = envelope.decode_record(headers, value)
-    if not isinstance(document, policy.PolicyDocument):
-        raise codec.DecodeError(f"not a policy document: {type(document).__name__}")
-    return document
+def _flush_before_commit(app: Any, publisher: publishing.Publisher | None) -> None:
+    # faust commits consumed offsets only after ``await app.producer.flush()``; flushing the
+    # publisher there too means an offset is committed only once the outputs of the records
+    # before it were acknowledged, as when everything went through faust's producer.
+    assert publisher is not None  # created before faust
+    producer = app.producer
+    flush_faust = producer.flush
 
+    async def flush() -> None:
+        await publisher.flush()
+        await flush_faust()
 
-async def _caught_up(consumer: Any, ends: Mapping[Any, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
+    producer.flush = flush
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:
@@ -440,8 +484,3 @@ def _headers(headers: Any) -> list[tuple[str, bytes]]:
     if isinstance(headers, Mapping):
         return list(headers.items())
     return [(str(k), bytes(v)) for k, v in headers]
-
-
-def _describe(policy_set: policy_store.PolicySet) -> str:
-    versions = ", ".join(f"{n}@{v}" for n, v in sorted(policy_set.versions.items()))
-    return f"{versions or 'no baselines'}; {len(policy_set.waivers)} exception(s)"

@@ -18,6 +18,9 @@ from typing import Any
 from kposture.evaluate import baselines, cel, loading, projection, workloads
 from kposture.schemas import common
 
+ROLLED_UP = "the pod template is evaluated on the object's controller"
+"""Why a ``podSpec`` check skips an object that a workload controls (a ReplicaSet's Pod)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
@@ -55,6 +58,7 @@ class _Bound:
         "passed",
         "policy",
         "program",
+        "rolled_up",
         "rule",
         "scoped",
         "template_path",
@@ -84,6 +88,7 @@ class _Bound:
         self.needs_inventory = bool(rule.check.needs)
         self.passed = _result(self, common.Result.PASS, "")
         self.failed = _result(self, common.Result.FAIL, rule.message)
+        self.rolled_up = _result(self, common.Result.SKIP, ROLLED_UP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +98,7 @@ class _KindPlan:
     rules: tuple[_Bound, ...]
     trie: projection.Trie | None
     template_path: tuple[str, ...] | None
+    needs: frozenset[str] = frozenset()  # the inventory views its cross-object rules read
 
 
 _NO_PLAN = _KindPlan(rules=(), trie={}, template_path=None)
@@ -169,7 +175,16 @@ class Engine:
                     )
         if not bound:
             return _NO_PLAN
-        return _KindPlan(tuple(bound), projection.build(paths), template_path)
+        needs = frozenset(need for b in bound for need in b.rule.check.needs)
+        return _KindPlan(tuple(bound), projection.build(paths), template_path, needs)
+
+    def needs(self, api_version: str, kind: str) -> frozenset[str]:
+        """The inventory views that checks of this kind read (empty for most kinds).
+
+        The stream processor asks this before evaluating, so it assembles an inventory only for
+        the few kinds with cross-object checks (Namespaces) and keeps the common path cheap.
+        """
+        return self._plan(api_version, kind).needs
 
     def project(self, obj: Mapping[str, Any]) -> Any:
         """``obj`` reduced to the fields its checks read."""
@@ -192,6 +207,10 @@ class Engine:
         """
         metadata = obj.get("metadata") or {}
         scope = [metadata.get("namespace"), metadata.get("labels")]
+        if workloads.controlled_by_workload(obj):
+            # Being adopted or orphaned turns the pod checks off or on. Appended only then, so
+            # the digests of every other object (and their stored states) stay as they were.
+            scope.append(True)
         projected = self.project(obj)
         return projection.digest([scope, projected], salt=self.fingerprint), projected
 
@@ -205,7 +224,10 @@ class Engine:
     ) -> list[CheckResult]:
         """Run every check that applies to ``obj``'s kind; one result per check.
 
-        ``projected`` is ``project(obj)`` when the caller already has it.
+        ``podSpec`` checks skip an object that a workload controls (``ROLLED_UP``): a Pod of
+        a ReplicaSet, a ReplicaSet of a Deployment or a Job of a CronJob runs its controller's
+        template, so its findings are reported once, on the top-level controller. Bare Pods
+        and workloads keep them. ``projected`` is ``project(obj)`` when the caller has it.
         """
         plan = self._plan(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
         if not plan.rules:
@@ -219,11 +241,15 @@ class Engine:
         view_activation = {"object": view, "namespaceObject": namespace_obj}
         if inventory is not None:
             object_activation["inventory"] = view_activation["inventory"] = inventory
+        controlled = plan.template_path is not None and workloads.controlled_by_workload(obj)
         results: list[CheckResult] = []
         for bound in plan.rules:
             if bound.needs_inventory and inventory is None:
                 continue
             is_view = bound.template_path is not None
+            if is_view and controlled:
+                results.append(bound.rolled_up)
+                continue
             if is_view and view is None:
                 results.append(_result(bound, common.Result.SKIP, "the object has no pod template"))
                 continue

@@ -71,13 +71,13 @@ class Processor:
     """
 
     def __init__(self, policy: policy_store.PolicySet, *, clock: Clock = common.utcnow) -> None:
+        self.tally = posture.Tally()
         self.policy = policy
         self.clock = clock
-        self.tally = posture.Tally()
 
     @property
     def policy(self) -> policy_store.PolicySet:
-        """The policy in force; setting it registers its codebook for the table encoding."""
+        """The policy in force; setting it registers its codebook and re-aggregates posture."""
         return self._policy
 
     @policy.setter
@@ -87,6 +87,7 @@ class Processor:
             ((p.baseline, rule) for p in policy.engine.policies for rule in p.rules),
         )
         self._policy = policy
+        self.tally.use(policy.meta)
 
     def on_resource(
         self,
@@ -95,8 +96,13 @@ class Processor:
         previous: ObjectState | None,
         partition: int,
         namespace_obj: Mapping[str, Any] | None,
+        inventory: Mapping[str, Any] | None = None,
     ) -> Step:
-        """Process one resource event of the object whose previous state is ``previous``."""
+        """Process one resource event of the object whose previous state is ``previous``.
+
+        ``inventory`` holds the views that ``needs_inventory`` names for this object's kind
+        (``None`` for kinds without cross-object checks, which then do not run).
+        """
         now = self.clock()
         if event.change is resources.Change.DELETED:
             if previous is None:
@@ -117,13 +123,25 @@ class Processor:
             namespace_obj=namespace_obj,
             now=now,
             source_digest=event.digest,
+            inventory=inventory,
         )
 
-    def sweep(self, previous: ObjectState, *, namespace_obj: Mapping[str, Any] | None) -> Step:
+    def needs_inventory(self, ref: common.ObjectRef) -> frozenset[str]:
+        """The inventory views the checks of ``ref``'s kind read (empty for most kinds)."""
+        return self.policy.engine.needs(ref.api_version, ref.kind)
+
+    def sweep(
+        self,
+        previous: ObjectState,
+        *,
+        namespace_obj: Mapping[str, Any] | None,
+        inventory: Mapping[str, Any] | None = None,
+    ) -> Step:
         """Bring a stored object up to the policy in force and the current time.
 
-        Re-evaluates it if the policy's checks changed since it was evaluated; otherwise only
-        re-applies exceptions and priority (an exception was published or expired).
+        Re-evaluates it if the policy's checks changed since it was evaluated, or (for an
+        object with cross-object checks) if ``inventory`` changed; otherwise only re-applies
+        exceptions and priority (an exception was published or expired).
         """
         return self._evaluate(
             previous.cluster,
@@ -135,6 +153,7 @@ class Processor:
             namespace_obj=namespace_obj,
             now=self.clock(),
             source_digest=previous.source_digest,
+            inventory=inventory,
         )
 
     def _evaluate(
@@ -149,9 +168,14 @@ class Processor:
         namespace_obj: Mapping[str, Any] | None,
         now: dt.datetime,
         source_digest: str,
+        inventory: Mapping[str, Any] | None = None,
     ) -> Step:
         policy = self.policy
         salt = _namespace_salt(namespace_obj)
+        if inventory is not None:
+            # Cross-object verdicts depend on the inventory as much as on the object: a new or
+            # deleted NetworkPolicy must get past both "unchanged" shortcuts below.
+            salt += _inventory_salt(inventory)
         context = self._context(cluster, ref, obj, namespace_obj, now, observed_at)
         if (
             previous is not None
@@ -176,7 +200,9 @@ class Processor:
             outcome = tracking.refresh(before, context)
             passed = previous.passed
         else:
-            results = policy.engine.evaluate(obj, namespace_obj=namespace_obj, projected=projected)
+            results = policy.engine.evaluate(
+                obj, namespace_obj=namespace_obj, inventory=inventory, projected=projected
+            )
             # A passing verdict of a check that is not open changes nothing in ``track``, and
             # most verdicts are such passes: only convert the ones that can matter.
             opened = {finding.ident for finding in before}
@@ -238,9 +264,7 @@ class Processor:
 
     def posture(self, *, only_changed: bool) -> list[Output]:
         """Posture snapshots to publish (the changed ones, or all of them)."""
-        snapshots = self.tally.snapshots(
-            self.policy.meta, now=self.clock(), only_changed=only_changed
-        )
+        snapshots = self.tally.snapshots(now=self.clock(), only_changed=only_changed)
         return [
             Output(
                 topics.Topic.POSTURE,
@@ -328,6 +352,12 @@ def _namespace_salt(namespace_obj: Mapping[str, Any] | None) -> str:
     labels = ((namespace_obj or {}).get("metadata") or {}).get("labels") or {}
     salt = hashlib.blake2b(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS), digest_size=8)
     return salt.hexdigest()
+
+
+def _inventory_salt(inventory: Mapping[str, Any]) -> str:
+    # Prefixed so a state digest with an inventory never ends like one without.
+    data = orjson.dumps(inventory, option=orjson.OPT_SORT_KEYS)
+    return "i" + hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def _contribution(state: ObjectState | None) -> posture.Contribution | None:

@@ -246,7 +246,12 @@ def _application(namespace: str, name: str, rng: random.Random) -> list[dict[str
     if controller == "Deployment":
         replica_set = copy.deepcopy(workload)
         replica_set["kind"] = "ReplicaSet"
-        replica_set["metadata"] = _meta(f"{name}-7d4b9c", rng, namespace, **labels)
+        replica_set["metadata"] = {
+            **_meta(f"{name}-7d4b9c", rng, namespace, **labels),
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "controller": True}
+            ],
+        }
         out.append(replica_set)
     out.extend(
         _running_pod(namespace, f"{name}-7d4b9c-{replica:05d}", template, rng)
@@ -365,7 +370,15 @@ def _running_pod(
         "kind": "Pod",
         "metadata": {
             **_meta(name, rng, namespace, **template["metadata"]["labels"]),
-            "ownerReferences": [{"kind": "ReplicaSet", "name": name.rsplit("-", 1)[0]}],
+            # As the ReplicaSet controller writes it: the engine rolls pod checks up to it.
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": name.rsplit("-", 1)[0],
+                    "controller": True,
+                }
+            ],
         },
         "spec": spec,
         "status": {

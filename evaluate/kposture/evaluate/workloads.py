@@ -90,3 +90,21 @@ def reroot(patch: Mapping[str, Any], template_path: tuple[str, ...]) -> dict[str
     for key in reversed(template_path):
         nested = {key: nested}
     return nested
+
+
+def controlled_by_workload(obj: Mapping[str, Any]) -> bool:
+    """Whether a workload kind that carries a pod template controls ``obj``.
+
+    A Pod of a ReplicaSet, a ReplicaSet of a Deployment or a Job of a CronJob runs its
+    controller's template: ``podSpec`` checks on it would repeat the controller's findings
+    (several per rollout), so they run on the top-level controller only. A controller whose
+    template is not evaluated (a Node owning a mirror Pod, a custom resource) does not count,
+    or its pods would get no pod checks at all.
+    """
+    for reference in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if not isinstance(reference, Mapping) or reference.get("controller") is not True:
+            continue
+        owner = (group_of(str(reference.get("apiVersion", ""))), str(reference.get("kind", "")))
+        if owner in TEMPLATE_PATHS:
+            return True
+    return False

@@ -205,3 +205,39 @@ def test_cross_object_checks_run_only_with_an_inventory() -> None:
     policy = {"metadata": {"name": "deny", "namespace": "shop"}, "spec": {"podSelector": {}}}
     found = results_by_id(cis.evaluate(namespace, inventory={"networkPolicies": [policy]}))
     assert found["namespaceNetworkPolicy"].result is common.Result.PASS
+
+
+def owned(obj: dict[str, Any], kind: str, api_version: str, *, controller: bool = True) -> Any:
+    """``obj`` with an ownerReference to a ``kind`` object."""
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["ownerReferences"] = [
+        {"apiVersion": api_version, "kind": kind, "name": "owner", "controller": controller}
+    ]
+    return obj
+
+
+def test_pod_checks_roll_up_to_the_controlling_workload(restricted: engine.Engine) -> None:
+    """A ReplicaSet's Pod skips pod checks (its template is judged on the controller)."""
+    pod = owned(privileged_pod(), "ReplicaSet", "apps/v1")
+    got = restricted.evaluate(pod)
+    assert got
+    assert {r.result for r in got} == {common.Result.SKIP}
+    assert {r.message for r in got} == {engine.ROLLED_UP}
+
+
+def test_bare_pods_and_foreign_or_non_controller_owners_keep_pod_checks(
+    restricted: engine.Engine,
+) -> None:
+    """Bare Pods, mirror Pods (owned by a Node) and non-controller owners are still checked."""
+    for pod in (
+        privileged_pod(),
+        owned(privileged_pod(), "Node", "v1"),
+        owned(privileged_pod(), "ReplicaSet", "apps/v1", controller=False),
+    ):
+        assert results_by_id(restricted.evaluate(pod))["privileged"].result is common.Result.FAIL
+
+
+def test_being_adopted_changes_the_digest(restricted: engine.Engine) -> None:
+    """Adoption turns the pod checks off, so the digest must change with it."""
+    pod = privileged_pod()
+    assert restricted.digest(pod) != restricted.digest(owned(pod, "Job", "batch/v1"))

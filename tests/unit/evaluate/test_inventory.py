@@ -1,0 +1,212 @@
+"""Cross-object checks in the stream: the NetworkPolicy inventory and namespace re-evaluation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+import pytest
+
+from kposture.evaluate import inventory, policy_store, processing
+from kposture.schemas import common, envelope, findings, resources
+
+T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+NP_API = "networking.k8s.io/v1"
+
+
+def np_event(
+    change: resources.Change,
+    *,
+    name: str = "deny",
+    namespace: str = "shop",
+    spec: dict[str, Any] | None = None,
+    cluster: str = "c1",
+) -> resources.ResourceEvent:
+    """A NetworkPolicy event (default: a default deny of ingress)."""
+    obj = {
+        "apiVersion": NP_API,
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": "7"},
+        "spec": spec if spec is not None else {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+    ref = common.ObjectRef(
+        api_version=NP_API, kind="NetworkPolicy", name=name, uid=f"np-{name}", namespace=namespace
+    )
+    return resources.ResourceEvent(
+        cluster=cluster, change=change, ref=ref, object=obj, digest="d", observed_at=T0
+    )
+
+
+def ns_event(name: str = "shop") -> resources.ResourceEvent:
+    """A Namespace event."""
+    obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": f"ns-{name}"}}
+    ref = common.ObjectRef(api_version="v1", kind="Namespace", name=name, uid=f"ns-{name}")
+    return resources.ResourceEvent(
+        cluster="c1", change=resources.Change.ADDED, ref=ref, object=obj, digest="d", observed_at=T0
+    )
+
+
+def table_after(*events: resources.ResourceEvent) -> dict[bytes, bytes]:
+    """The global table after applying ``events`` in order, as the app does."""
+    table: dict[bytes, bytes] = {}
+    for event in events:
+        update = inventory.update_of(event, stored=table.get(event.key.encode()))
+        if update is None:
+            continue
+        if update.value is None:
+            table.pop(update.key, None)
+        else:
+            table[update.key] = update.value
+    return table
+
+
+def checks(step: processing.Step) -> list[tuple[str, findings.Transition]]:
+    """(check, transition) of each finding a step publishes, sorted."""
+    return sorted(
+        (model.check, model.state)
+        for model in map(envelope.unwrap, (o.event for o in step.outputs))
+    )
+
+
+def test_an_entry_keeps_only_what_the_checks_read() -> None:
+    """Rules shrink to their emptiness; names, selector and policy types stay as they are."""
+    entry = inventory.network_policy_entry(
+        np_event(
+            resources.Change.ADDED,
+            spec={
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"podSelector": {}}]}, {"ports": [{"port": 80}]}],
+                "egress": [],
+            },
+        ).object
+    )
+    assert entry == {
+        "metadata": {"namespace": "shop", "name": "deny"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{}],
+            "egress": [],
+        },
+    }
+
+
+def test_a_new_policy_affects_its_namespace_and_a_resync_affects_nothing() -> None:
+    """Created: the namespace is affected; the same content again: no write, no re-evaluation."""
+    created = np_event(resources.Change.ADDED)
+    update = inventory.update_of(created, stored=None)
+    assert update is not None
+    assert update.namespaces == {"shop"}
+    assert update.key == b"c1/np-deny"
+    assert inventory.update_of(np_event(resources.Change.SYNCED), stored=update.value) is None
+
+
+def test_a_change_no_check_reads_affects_nothing() -> None:
+    """A new port in an existing rule changes no verdict, so it is not even written."""
+    spec = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 80}]}]}
+    first = inventory.update_of(np_event(resources.Change.ADDED, spec=spec), stored=None)
+    assert first is not None
+    spec_b = {**spec, "ingress": [{"ports": [{"port": 8080}]}]}
+    assert (
+        inventory.update_of(np_event(resources.Change.MODIFIED, spec=spec_b), stored=first.value)
+        is None
+    )
+
+
+def test_a_deleted_policy_is_removed_and_affects_its_namespace() -> None:
+    """A delete removes the entry (value ``None``) and re-evaluates the namespace."""
+    created = inventory.update_of(np_event(resources.Change.ADDED), stored=None)
+    assert created is not None
+    deleted = inventory.update_of(np_event(resources.Change.DELETED), stored=created.value)
+    assert deleted is not None
+    assert deleted.value is None
+    assert deleted.namespaces == {"shop"}
+    assert inventory.update_of(np_event(resources.Change.DELETED), stored=None) is None
+
+
+def test_other_kinds_are_not_network_policies() -> None:
+    """A Namespace event is no inventory update."""
+    assert inventory.update_of(ns_event(), stored=None) is None
+
+
+def test_a_cluster_inventory_holds_only_that_cluster_in_key_order() -> None:
+    """Assembly filters by cluster and orders by key, so equal inventories compare equal."""
+    table = table_after(
+        np_event(resources.Change.ADDED, name="b"),
+        np_event(resources.Change.ADDED, name="a", namespace="web"),
+        np_event(resources.Change.ADDED, name="z", cluster="c2"),
+    )
+    assembled = inventory.assemble(table.items(), cluster="c1")
+    names = [p["metadata"]["name"] for p in assembled[inventory.NETWORK_POLICIES]]
+    assert names == ["a", "b"]
+    assert inventory.assemble(reversed(list(table.items())), cluster="c1") == assembled
+
+
+def test_an_overlay_shows_a_change_the_table_does_not_have_yet() -> None:
+    """The re-evaluation request's change is applied over a lagging table copy."""
+    created = inventory.update_of(np_event(resources.Change.ADDED), stored=None)
+    assert created is not None
+    assert inventory.assemble({}.items(), cluster="c1", overlay=created)[
+        inventory.NETWORK_POLICIES
+    ] == [orjson_loads(created.value)]
+    deleted = inventory.update_of(np_event(resources.Change.DELETED), stored=created.value)
+    assert deleted is not None
+    table = {created.key: created.value}
+    assert inventory.assemble(table.items(), cluster="c1", overlay=deleted) == {
+        inventory.NETWORK_POLICIES: []
+    }
+
+
+def test_a_re_evaluation_request_round_trips() -> None:
+    """The update a request carries decodes to the one that was encoded."""
+    update = inventory.update_of(np_event(resources.Change.ADDED), stored=None)
+    assert update is not None
+    assert inventory.decode_update(inventory.encode_update(update)) == update
+    with pytest.raises(ValueError, match="not a re-evaluation request"):
+        inventory.decode_update(b"reason")
+
+
+def test_only_network_policy_views_are_maintained() -> None:
+    """An inventory is assembled only when every view the kind needs is kept."""
+    assert inventory.maintained(frozenset({inventory.NETWORK_POLICIES}))
+    assert not inventory.maintained(frozenset())
+    assert not inventory.maintained(frozenset({inventory.NETWORK_POLICIES, "roleBindings"}))
+
+
+def test_a_namespace_finding_opens_resolves_and_reopens_with_the_inventory() -> None:
+    """No policy: opened on the first event; one created: resolved; deleted again: opened."""
+    processor = processing.Processor(policy_store.PolicyStore(["cis-1.12"]).build())
+    namespace = ns_event()
+    assert processor.needs_inventory(namespace.ref) == {inventory.NETWORK_POLICIES}
+    empty = inventory.assemble({}.items(), cluster="c1")
+    first = processor.on_resource(
+        namespace, previous=None, partition=0, namespace_obj=None, inventory=empty
+    )
+    assert ("namespaceNetworkPolicy", findings.Transition.OPENED) in checks(first)
+    assert first.state is not None
+    assert processor.sweep(first.state, namespace_obj=None, inventory=empty).outputs == []
+
+    table = table_after(np_event(resources.Change.ADDED))
+    covered = inventory.assemble(table.items(), cluster="c1")
+    resolved = processor.sweep(first.state, namespace_obj=None, inventory=covered)
+    assert checks(resolved) == [("namespaceNetworkPolicy", findings.Transition.RESOLVED)]
+    assert resolved.state is not None
+
+    reopened = processor.sweep(resolved.state, namespace_obj=None, inventory=empty)
+    assert checks(reopened) == [("namespaceNetworkPolicy", findings.Transition.OPENED)]
+
+
+def test_kinds_without_cross_object_checks_need_no_inventory() -> None:
+    """Pods and NetworkPolicies themselves take the fast path: nothing to assemble."""
+    processor = processing.Processor(policy_store.PolicyStore(["cis-1.12"]).build())
+    pod = common.ObjectRef(api_version="v1", kind="Pod", name="p", uid="p")
+    assert processor.needs_inventory(pod) == frozenset()
+    assert processor.needs_inventory(np_event(resources.Change.ADDED).ref) == frozenset()
+
+
+def orjson_loads(data: bytes | None) -> Any:
+    """A table value decoded."""
+    assert data is not None
+    return orjson.loads(data)

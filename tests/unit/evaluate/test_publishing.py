@@ -1,0 +1,114 @@
+"""The publisher: Kafka's partition per key, per-partition order, nothing lost or held back."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.partitioner import murmur2 as reference_murmur2
+
+from kposture.evaluate import publishing
+
+
+class FakeBatch:
+    """A batch that holds ``size`` records."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+        self.closed = False
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: publishing.Headers,
+    ) -> object | None:
+        """Add a record unless full or closed."""
+        if self.closed or len(self.records) >= self.size:
+            self.closed = True
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        """Refuse further records."""
+        self.closed = True
+
+
+class FakeProducer:
+    """Records the batches it is handed, in order, per (topic, partition)."""
+
+    def __init__(self, batch_size: int = 3) -> None:
+        self.batch_size = batch_size
+        self.sent: list[tuple[str, int, FakeBatch]] = []
+
+    def create_batch(self) -> FakeBatch:
+        """A new empty batch."""
+        return FakeBatch(self.batch_size)
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        """Take the batch; it is acknowledged at once."""
+        self.sent.append((topic, partition, batch))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def partitions_for(self, topic: str) -> Iterable[int]:
+        """Six partitions per topic."""
+        return {0, 1, 2, 3, 4, 5}
+
+    async def flush(self) -> None:
+        """Nothing is pending after ``send_batch``."""
+
+
+def test_murmur2_equals_kafkas() -> None:
+    """The hash (so the partition) of any key is the Java client's and aiokafka's."""
+    rng = random.Random(3)
+    for _ in range(2000):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(90)))
+        assert publishing.murmur2(data) == reference_murmur2(data)
+
+
+async def test_records_keep_their_order_per_partition_across_full_batches() -> None:
+    """Every record is published once, to its key's partition, in the order it was put."""
+    producer = FakeProducer(batch_size=3)
+    publisher = publishing.Publisher(producer)
+    await publisher.prepare(["findings"])
+    put = [(f"k{n % 7}".encode(), str(n).encode()) for n in range(50)]
+    for key, value in put:
+        publisher.put("findings", key=key, value=value, headers=[])
+    await publisher.flush()
+    for partition in range(6):
+        expected = [(k, v) for k, v in put if (reference_murmur2(k) & 0x7FFFFFFF) % 6 == partition]
+        got = [r for _, p, batch in producer.sent if p == partition for r in batch.records]
+        assert got == expected
+    assert publisher.partition_for("findings", b"k1") == (reference_murmur2(b"k1") & 0x7FFFFFFF) % 6
+
+
+async def test_explicit_partitions_and_tombstones_pass_through() -> None:
+    """A changelog write goes to the partition it names; a ``None`` value stays a tombstone."""
+    producer = FakeProducer()
+    publisher = publishing.Publisher(producer)
+    publisher.put("changelog", key=b"c/u", value=None, headers=[], partition=4)
+    await publisher.flush()
+    assert [(t, p, b.records) for t, p, b in producer.sent] == [("changelog", 4, [(b"c/u", None)])]
+
+
+async def test_the_background_sender_publishes_without_a_flush() -> None:
+    """Batches leave within the linger time even when nobody flushes."""
+    producer = FakeProducer()
+    publisher = publishing.Publisher(producer, linger_s=0.001)
+    await publisher.prepare(["findings"])
+    task = asyncio.create_task(publisher.run())
+    publisher.put("findings", key=b"k", value=b"v", headers=[])
+    for _ in range(100):
+        if producer.sent:
+            break
+        await asyncio.sleep(0.005)
+    task.cancel()
+    assert [b.records for _, _, b in producer.sent] == [[(b"k", b"v")]]
