@@ -13,34 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 import orjson
-from kubernetes_asyncio import client
 
-from kposture.runtime import kube
-from kposture.runtime import settings as settings_mod
+from kposture.cli import localops
+from kposture.cli.localops import path_of
 
 FIELD_MANAGER = "kposture-bench"
-
-_PATHS: Mapping[str, tuple[str, str, bool]] = {
-    # kind -> (API prefix, resource, namespaced)
-    "Namespace": ("/api/v1", "namespaces", False),
-    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
-    "Service": ("/api/v1", "services", True),
-    "ConfigMap": ("/api/v1", "configmaps", True),
-    "Secret": ("/api/v1", "secrets", True),
-    "Deployment": ("/apis/apps/v1", "deployments", True),
-    "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
-    "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
-    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
-    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
-    "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
-    "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
-    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
-}
-"""Every kind the bench writes (fixed, so no discovery round trip)."""
 
 
 class KubeWriteError(RuntimeError):
@@ -59,47 +40,13 @@ class Written:
     duration_s: float  # the round trip, for the report's write statistics
 
 
-def path_of(kind: str, *, namespace: str = "", name: str = "") -> str:
-    """The REST path of an object (or of its collection when ``name`` is empty)."""
-    prefix, resource, namespaced = _PATHS[kind]
-    base = f"{prefix}/namespaces/{namespace}/{resource}" if namespaced else f"{prefix}/{resource}"
-    return f"{base}/{name}" if name else base
-
-
-class ClusterWriter:
+class ClusterWriter(localops.ApiServer):
     """One cluster's apiserver, as the bench's writers see it."""
 
-    def __init__(self, name: str, api: client.ApiClient) -> None:
-        self.name = name
-        self._api = api
-
-    @classmethod
-    async def connect(cls, settings: settings_mod.ClusterSettings) -> ClusterWriter:
-        """A client for the kubeconfig context of ``settings``."""
-        return cls(settings.name, await kube.api_client(settings))
-
-    async def close(self) -> None:
-        """Close the connection pool."""
-        await self._api.close()
-
     async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: Sequence[tuple[str, str]] = (),
-        content_type: str = "application/json",
+        self, method: str, path: str, **request: Unpack[localops.Request]
     ) -> tuple[int, dict[str, Any]]:
-        response = await self._api.call_api(
-            path,
-            method,
-            query_params=list(query),
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-        )
+        response = await self._call_api(method, path, {"_preload_content": False}, **request)
         try:
             raw = await response.read()
         finally:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import time
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import aiokafka
 from aiokafka.admin import AIOKafkaAdminClient
 
-from kposture.runtime import kafka
+from kposture.cli import localops
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import audit, codec, envelope, findings, resources, topics
 
@@ -56,7 +55,7 @@ class Audited:
     at: float
 
 
-class Observer:
+class Observer(localops.TopicReader):
     """What the pipeline has published so far, indexed for the bench's questions."""
 
     def __init__(
@@ -66,7 +65,7 @@ class Observer:
         evaluate_group: str,
         remediate_group: str,
     ) -> None:
-        self._kafka = kafka_settings
+        super().__init__(kafka_settings)
         specs = {
             s.topic: s
             for s in topics.catalogue(
@@ -98,41 +97,12 @@ class Observer:
         self.audited: dict[tuple[str, str], list[Audited]] = collections.defaultdict(list)
         self.findings_opened = 0
         self.undecodable = 0
-        self._consumer: aiokafka.AIOKafkaConsumer | None = None
-        self._admin: AIOKafkaAdminClient | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start reading every followed topic from its first record."""
-        consumer = kafka.consumer(self._kafka, group_id=None, client_id="kposture-bench")
-        await consumer.start()
-        self._consumer = consumer
-        consumer.assign(self._partitions)
-        await consumer.seek_to_beginning(*self._partitions)
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._kafka.bootstrap_servers,
-            client_id="kposture-bench-admin",
-            security_protocol=self._kafka.security_protocol,
+        await self._open(
+            self._partitions, self._read, client_id="kposture-bench", task_name="bench-observer"
         )
-        await admin.start()
-        self._admin = admin
-        self._task = asyncio.create_task(self._read(consumer), name="bench-observer")
-
-    async def stop(self) -> None:
-        """Stop reading and close the clients."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._admin is not None:
-            await self._admin.close()
-
-    def check(self) -> None:
-        """Re-raise the reader's failure, if it failed."""
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            self._task.result()
 
     async def _read(self, consumer: aiokafka.AIOKafkaConsumer) -> None:
         while True:

@@ -11,43 +11,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from kubernetes_asyncio import client
 
-from kposture.runtime import kube
-from kposture.runtime import settings as settings_mod
+from kposture.cli import localops
+from kposture.cli.localops import path_of
 
 FIELD_MANAGER = "kposture-demo"
 
-PLURALS: Mapping[str, str] = {
-    "Namespace": "namespaces",
-    "ServiceAccount": "serviceaccounts",
-    "Service": "services",
-    "ConfigMap": "configmaps",
-    "Secret": "secrets",
-    "Deployment": "deployments",
-    "Role": "roles",
-    "RoleBinding": "rolebindings",
-    "ClusterRole": "clusterroles",
-    "ClusterRoleBinding": "clusterrolebindings",
-    "NetworkPolicy": "networkpolicies",
-}
-"""The resource name of every kind the demo writes (fixed, so no discovery round trip)."""
 
-API_VERSIONS: Mapping[str, str] = {
-    "Namespace": "v1",
-    "ServiceAccount": "v1",
-    "Service": "v1",
-    "ConfigMap": "v1",
-    "Secret": "v1",
-    "Deployment": "apps/v1",
-    "Role": "rbac.authorization.k8s.io/v1",
-    "RoleBinding": "rbac.authorization.k8s.io/v1",
-    "ClusterRole": "rbac.authorization.k8s.io/v1",
-    "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
-    "NetworkPolicy": "networking.k8s.io/v1",
+_READ_OBJECT: Mapping[str, Any] = {
+    "response_types_map": {200: "object", 201: "object", 202: "object"},
+    "_return_http_data_only": True,
 }
+"""How the demo reads answers: the decoded JSON object; an ApiException for any error status."""
 
 
 class KubeError(RuntimeError):
@@ -56,51 +34,13 @@ class KubeError(RuntimeError):
     retriable = False
 
 
-def path_of(kind: str, *, namespace: str = "", name: str = "") -> str:
-    """The REST path of an object (or of its collection when ``name`` is empty)."""
-    api_version = API_VERSIONS[kind]
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    if namespace:
-        base += f"/namespaces/{namespace}"
-    base += f"/{PLURALS[kind]}"
-    return f"{base}/{name}" if name else base
-
-
-class Cluster:
+class Cluster(localops.ApiServer):
     """One cluster's apiserver, as the demo's user sees it."""
 
-    def __init__(self, name: str, api: client.ApiClient) -> None:
-        self.name = name
-        self._api = api
-
-    @classmethod
-    async def connect(cls, settings: settings_mod.ClusterSettings) -> Cluster:
-        """A client for the kubeconfig context of ``settings``."""
-        return cls(settings.name, await kube.api_client(settings))
-
-    async def close(self) -> None:
-        """Close the connection pool."""
-        await self._api.close()
-
     async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: Sequence[tuple[str, str]] = (),
-        content_type: str = "application/json",
+        self, method: str, path: str, **request: Unpack[localops.Request]
     ) -> dict[str, Any]:
-        found = await self._api.call_api(
-            path,
-            method,
-            query_params=list(query),
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            response_types_map={200: "object", 201: "object", 202: "object"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-        )
+        found = await self._call_api(method, path, _READ_OBJECT, **request)
         return dict(found or {})
 
     async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,9 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 import aiokafka
-from aiokafka.admin import AIOKafkaAdminClient
 
-from kposture.runtime import kafka
+from kposture.cli import localops
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import audit, codec, envelope, findings, posture, remediation, topics
 
@@ -50,11 +49,11 @@ class Seen:
 Listener = Callable[[Seen], None]
 
 
-class Observer:
+class Observer(localops.TopicReader):
     """The demo's view of the topics: every record so far, the current state, and waits."""
 
     def __init__(self, kafka_settings: settings_mod.KafkaSettings) -> None:
-        self._kafka = kafka_settings
+        super().__init__(kafka_settings)
         self.records: dict[topics.Topic, list[Seen]] = {t: [] for t in FOLLOWED}
         self.open: dict[str, findings.Finding] = {}
         self.actions: dict[str, remediation.RemediationAction] = {}
@@ -63,9 +62,6 @@ class Observer:
         self.undecodable = 0
         self.listeners: list[Listener] = []
         self._changed = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: aiokafka.AIOKafkaConsumer | None = None
-        self._admin: AIOKafkaAdminClient | None = None
         self._specs = {
             s.topic: s
             for s in topics.catalogue(
@@ -75,35 +71,17 @@ class Observer:
 
     async def start(self) -> None:
         """Start reading every followed topic from its first record."""
-        consumer = kafka.consumer(self._kafka, group_id=None, client_id="kposture-demo")
-        await consumer.start()
-        self._consumer = consumer
-        self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._kafka.bootstrap_servers,
-            client_id="kposture-demo-admin",
-            security_protocol=self._kafka.security_protocol,
-        )
-        await self._admin.start()
-        partitions = [tp for t in FOLLOWED for tp in self._partitions(t)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
         names = {self._specs[t].name: t for t in FOLLOWED}
-        self._task = asyncio.create_task(self._read(consumer, names), name="demo-observer")
+        await self._open(
+            [tp for t in FOLLOWED for tp in self._partitions(t)],
+            lambda consumer: self._read(consumer, names),
+            client_id="kposture-demo",
+            task_name="demo-observer",
+        )
 
     def _partitions(self, topic: topics.Topic) -> list[aiokafka.TopicPartition]:
         spec = self._specs[topic]
         return [aiokafka.TopicPartition(spec.name, p) for p in range(spec.partitions)]
-
-    async def stop(self) -> None:
-        """Stop reading."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._admin is not None:
-            await self._admin.close()
 
     async def _read(
         self, consumer: aiokafka.AIOKafkaConsumer, names: dict[str, topics.Topic]

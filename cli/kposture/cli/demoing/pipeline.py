@@ -8,21 +8,15 @@ three services; SIGKILL only if that takes too long.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import signal
-import sys
 from pathlib import Path
 
 import msgspec
 
+from kposture.cli import localops
 from kposture.evaluate import loading, policy_store
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, envelope, policy, topics
-
-_ENTRY = "from kposture.cli.main import main; main()"
 
 
 def demo_settings(
@@ -95,85 +89,35 @@ async def publish_policy(settings: settings_mod.Settings) -> list[policy.PolicyD
     return documents
 
 
-class PipelineError(RuntimeError):
+class PipelineError(localops.ProcessError):
     """The pipeline process could not start or died; the message carries its last log lines."""
 
-    retriable = False
 
-
-class Pipeline:
+class Pipeline(localops.ChildProcess):
     """``kposture run --config FILE`` in a child process, logging to a file."""
 
+    error = PipelineError
+    stop_timeout_s = 30.0
+
     def __init__(self, settings: settings_mod.Settings, *, run_dir: Path) -> None:
+        super().__init__(
+            "run",
+            label="kposture run",
+            config_path=run_dir / "kposture.yaml",
+            log_path=run_dir / "pipeline.log",
+        )
         self.settings = settings
-        self.config_path = run_dir / "kposture.yaml"
-        self.log_path = run_dir / "pipeline.log"
-        self._process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         """Write the config file and start the process."""
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(settings_mod.dump(self.settings))
-        # The config file is the whole truth of a demo run: setting overrides from the
-        # environment (KPOSTURE_<SECTION>__<FIELD>) would silently change what is shown.
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(settings_mod.ENV_PREFIX) or k == "KPOSTURE_HOME"
-        }
-        with self.log_path.open("ab") as log_file:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                _ENTRY,
-                "run",
-                "--config",
-                str(self.config_path),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                # Its own process group: a Ctrl-C in the demo's terminal reaches the demo,
-                # which then stops the pipeline in order instead of both dying at once.
-                start_new_session=True,
-            )
+        await super().start()
 
     @property
     def pid(self) -> int | None:
         """The process id, once started."""
         return None if self._process is None else self._process.pid
-
-    def check(self) -> None:
-        """Raise :class:`PipelineError` if the process has exited."""
-        if self._process is not None and self._process.returncode is not None:
-            raise PipelineError(
-                f"kposture run exited with {self._process.returncode}; last log lines:\n"
-                + self.tail()
-            )
-
-    async def stop(self, *, timeout_s: float = 30.0) -> int | None:
-        """Stop the process (SIGTERM, then SIGKILL after ``timeout_s``); its exit code."""
-        process = self._process
-        if process is None:
-            return None
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), timeout=timeout_s)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-        return process.returncode
-
-    def tail(self, lines: int = 15) -> str:
-        """The last lines of the pipeline's log."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 def settings_json(settings: settings_mod.Settings) -> dict[str, object]:
