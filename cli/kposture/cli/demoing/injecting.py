@@ -236,6 +236,24 @@ async def _await_decision(
     row.decided_at, row.action_id, row.rationale = seen.at, action.action_id, action.rationale
     after = results.ms(row.written_at, seen.at) or 0.0
     if s.expect is Expect.DRY_RUN:
+        # The decision is recorded before its audit event is published: wait for the audit,
+        # so "audited" is only said of a dry run the audit trail really holds.
+        def dry_run_audited(seen: observing.Seen) -> bool:
+            m = seen.model
+            return (
+                isinstance(m, audit.AuditEvent)
+                and m.action is audit.Action.DRY_RUN
+                and m.action_id == action.action_id
+            )
+
+        audited = await observer.first(
+            topics.Topic.AUDIT, dry_run_audited, timeout_s=deadline.left()
+        )
+        if audited is None:
+            row.error = "the dry-run decision has no dry-run audit event"
+            row.decided_at = None  # not audited: the outcome must not claim it was
+            show.event(f"{s.title}: {row.error}", style="red")
+            return
         row.status = "dry-run audited"
         show.event(
             f"dry-run for {s.title} after {after:,.0f} ms: {action.rationale[:90]}", style="cyan"
