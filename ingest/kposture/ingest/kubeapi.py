@@ -4,6 +4,10 @@ It speaks plain JSON to ``/api`` and ``/apis`` paths through a ``kubernetes_asyn
 (which brings the kubeconfig, TLS and token refresh), so one code path serves every kind. No
 object is deserialised into a model: the normaliser wants the raw mapping, and this is faster.
 
+Secrets and ConfigMaps, which are published metadata-only, are listed and watched as
+``PartialObjectMetadata`` (see :func:`metadata_only`): their values never leave the apiserver.
+Each item gets its real ``apiVersion`` and ``kind`` back, so nothing downstream can tell.
+
 Errors, all :class:`KubeApiError` with a ``reason`` (a metrics label) and a ``retriable`` flag::
 
     KubeApiError
@@ -31,6 +35,20 @@ from kposture.runtime import settings as settings_mod
 
 _LIST_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
 _AUTH = ["BearerToken"]
+
+JSON = "application/json"
+PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+"""The Accept of a metadata-only list: the items carry metadata and nothing else."""
+PARTIAL_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+"""The Accept of a metadata-only watch: every event's object is a PartialObjectMetadata."""
+
+_METADATA_ONLY: dict[str, tuple[str, str]] = {
+    # core-group plural -> (apiVersion, kind). Only kinds the normaliser publishes as metadata
+    # only belong here: anything else would lose the fields checks read.
+    "secrets": ("v1", "Secret"),
+    "configmaps": ("v1", "ConfigMap"),
+}
+_PARTIAL_KINDS = frozenset({"PartialObjectMetadata", "PartialObjectMetadataList"})
 
 
 class KubeApiError(Exception):
@@ -108,6 +126,26 @@ def resource_path(group: str, version: str, plural: str) -> str:
     return f"/apis/{group}/{version}/{plural}"
 
 
+def metadata_only(path: str) -> tuple[str, str] | None:
+    """The real ``(apiVersion, kind)`` if ``path`` is a collection requested metadata-only.
+
+    Matches the core-group collection, cluster-wide or in one namespace (``/api/v1/secrets``,
+    ``/api/v1/namespaces/<ns>/configmaps``); None for everything else.
+    """
+    parts = path.strip("/").split("/")
+    if len(parts) not in (3, 5) or parts[0] != "api" or parts[1] != "v1":
+        return None
+    if len(parts) == 5 and parts[2] != "namespaces":
+        return None
+    return _METADATA_ONLY.get(parts[-1])
+
+
+def restore_kind(obj: dict[str, Any], real: tuple[str, str]) -> None:
+    """Stamp the real ``apiVersion``/``kind`` on a PartialObjectMetadata item, in place."""
+    if obj.get("kind") in _PARTIAL_KINDS or "kind" not in obj:
+        obj["apiVersion"], obj["kind"] = real
+
+
 def _status_message(body: bytes) -> str:
     # A Status object's message names the request, never object content; other bodies are
     # not echoed, since an error page could quote anything.
@@ -148,9 +186,15 @@ class RestApi:
         query: list[tuple[str, str]] = [("limit", str(limit))]
         if continue_token:
             query.append(("continue", continue_token))
-        body = await self._get_json(path, query)
-        if not isinstance(body.get("items"), list):
+        real = metadata_only(path)
+        body = await self._get_json(path, query, accept=PARTIAL_LIST if real else JSON)
+        items = body.get("items")
+        if not isinstance(items, list):
             raise ProtocolError(f"{self._name}: list of {path} has no items")
+        if real:
+            for item in items:
+                if isinstance(item, dict):
+                    restore_kind(item, real)
         return body
 
     @contextlib.asynccontextmanager
@@ -170,8 +214,9 @@ class RestApi:
         ]
         # No read timeout here: the watcher's watchdog decides how long silence may last.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-        response = await self._request(path, query, timeout)
-        events = self._events(response, path)
+        real = metadata_only(path)
+        response = await self._request(path, query, timeout, accept=PARTIAL_WATCH if real else JSON)
+        events = self._events(response, path, real)
         try:
             if response.status != 200:
                 raise _error_for(response.status, await self._error_message(response, path))
@@ -182,7 +227,7 @@ class RestApi:
             response.close()
 
     async def _events(
-        self, response: aiohttp.ClientResponse, path: str
+        self, response: aiohttp.ClientResponse, path: str, real: tuple[str, str] | None
     ) -> AsyncGenerator[dict[str, Any], None]:
         while True:
             try:
@@ -208,10 +253,14 @@ class RestApi:
                     code if isinstance(code, int) else 500,
                     f"{self._name}: watch of {path}: {str(status.get('message', ''))[:300]}",
                 )
+            if real:
+                restore_kind(event["object"], real)
             yield event
 
-    async def _get_json(self, path: str, query: list[tuple[str, str]]) -> dict[str, Any]:
-        response = await self._request(path, query, _LIST_TIMEOUT)
+    async def _get_json(
+        self, path: str, query: list[tuple[str, str]], *, accept: str = JSON
+    ) -> dict[str, Any]:
+        response = await self._request(path, query, _LIST_TIMEOUT, accept=accept)
         try:
             if response.status != 200:
                 raise _error_for(response.status, await self._error_message(response, path))
@@ -230,14 +279,19 @@ class RestApi:
         return body
 
     async def _request(
-        self, path: str, query: list[tuple[str, str]], limits: aiohttp.ClientTimeout
+        self,
+        path: str,
+        query: list[tuple[str, str]],
+        limits: aiohttp.ClientTimeout,
+        *,
+        accept: str = JSON,
     ) -> aiohttp.ClientResponse:
         try:
             response: aiohttp.ClientResponse = await self._client.call_api(
                 path,
                 "GET",
                 query_params=query,
-                header_params={"Accept": "application/json"},
+                header_params={"Accept": accept},
                 auth_settings=_AUTH,
                 _preload_content=False,
                 _request_timeout=limits,

@@ -6,7 +6,9 @@ one place that guarantees that no Secret value leaves a cluster:
 * ``metadata.managedFields`` is dropped everywhere (noise, and it grows with every writer);
 * Secrets keep only their metadata, ``type`` and ``immutable``: no ``data``, no ``stringData``,
   and no ``kubectl.kubernetes.io/last-applied-configuration`` annotation (which holds the data);
-* ConfigMaps keep only their metadata (the same annotation goes too, for the same reason);
+* ConfigMaps keep only their metadata (the same annotation goes too, for the same reason).
+  kubeapi.py already requests both kinds as PartialObjectMetadata, so in ingest their values
+  (and ``type`` and ``immutable``) never arrive here: these rules are a second defence;
 * Nodes keep only their labels and spec: their status and annotations change all the time and
   say nothing about posture;
 * every literal ``env[].value`` of every container, init container and ephemeral container, in

@@ -8,8 +8,10 @@ import json
 import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import yaml
 from ingest_it_support import (
@@ -23,7 +25,7 @@ from ingest_it_support import (
 )
 
 from kposture.cli.devenv import environment, processes
-from kposture.ingest import normalising
+from kposture.ingest import kubeapi, normalising
 from kposture.runtime import logs
 from kposture.runtime import settings as settings_mod
 
@@ -241,3 +243,72 @@ async def test_an_unreachable_cluster_does_not_stop_the_others(
     assert checks["cluster/c1"]["ok"] is True
     assert checks["cluster/bogus"]["ok"] is False
     assert readiness.ready()  # a broken cluster is a non-critical check
+
+
+async def test_the_adapter_receives_secrets_and_configmaps_without_values(
+    env: environment.Environment, kubes: list[Kube], namespace: str
+) -> None:
+    """Lists and watches of Secrets and ConfigMaps come back from the apiserver as metadata
+    only: the raw bytes the adapter reads hold no value, yet the items keep their real kind."""
+    canary = f"kp-canary-{uuid.uuid4().hex}"
+    ns_path = f"/api/v1/namespaces/{namespace}"
+    await kubes[0].create(
+        f"{ns_path}/secrets",
+        {"metadata": {"name": "db", "labels": {"k": "v"}}, "stringData": {"token": canary}},
+    )
+    await kubes[0].create(
+        f"{ns_path}/configmaps", {"metadata": {"name": "cfg"}, "data": {"token": canary}}
+    )
+    raw: list[bytes] = []
+    cluster = make_settings(env).clusters[0]
+    rest = await kubeapi.connect(cluster)
+    original = rest._client.call_api
+
+    async def recording_call_api(*args: Any, **kwargs: Any) -> Any:
+        response = await original(*args, **kwargs)
+        read, content = response.read, response.content
+
+        async def recording_read() -> bytes:
+            body: bytes = await read()
+            raw.append(body)
+            return body
+
+        class RecordingContent:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(content, name)
+
+            async def readline(self) -> bytes:
+                line: bytes = await content.readline()
+                raw.append(line)
+                return line
+
+        response.read = recording_read
+        response.content = RecordingContent()
+        return response
+
+    rest._client.call_api = recording_call_api  # type: ignore[method-assign]
+    try:
+        for plural, kind, name in (("secrets", "Secret", "db"), ("configmaps", "ConfigMap", "cfg")):
+            raw.clear()
+            page = await rest.list_page(f"{ns_path}/{plural}", limit=50, continue_token="")
+            assert raw, "the adapter read no response body"
+            listed = orjson.loads(raw[0])
+            assert listed["kind"] == "PartialObjectMetadataList"
+            assert all("data" not in item for item in listed["items"])
+            assert canary.encode() not in raw[0]
+            item = next(i for i in page["items"] if i["metadata"]["name"] == name)
+            assert (item["apiVersion"], item["kind"]) == ("v1", kind)
+            assert set(item) == {"apiVersion", "kind", "metadata"}
+            raw.clear()
+            async with rest.watch(
+                f"{ns_path}/{plural}", resource_version="0", timeout_s=2
+            ) as stream:
+                event = await anext(stream)
+            assert (event["object"]["apiVersion"], event["object"]["kind"]) == ("v1", kind)
+            assert "data" not in event["object"]
+            assert raw
+            assert all(b'"data"' not in line for line in raw)
+            assert all(canary.encode() not in body for body in raw)
+            assert all(base64.b64encode(canary.encode()) not in body for body in raw)
+    finally:
+        await rest.close()
