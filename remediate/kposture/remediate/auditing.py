@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import aiokafka
@@ -30,6 +30,67 @@ class AuditSink(Protocol):
     """Where sealed events go; the service only needs this."""
 
     async def record(self, event: audit.AuditEvent) -> audit.AuditEvent: ...
+
+
+class BatchSink(Protocol):
+    """A sink that can seal and publish many events at once (one round trip, not one each)."""
+
+    async def record_many(self, events: Sequence[audit.AuditEvent]) -> list[audit.AuditEvent]: ...
+
+
+class AuditBatcher:
+    """An :class:`AuditSink` that coalesces the events recorded meanwhile into one publish.
+
+    ``record`` queues the event and waits until it is on the topic, so every caller still
+    knows its decision is audited before its offset is committed. Events queued while a batch
+    is being published go out together in the next one, in the order they were queued; a sink
+    without ``record_many`` gets them one by one (still in order). Under churn thousands of
+    ``skipped`` decisions thus cost a few publishes, and an enforce finding's events wait for
+    at most one batch instead of every event queued before them.
+    """
+
+    def __init__(self, sink: AuditSink, *, max_batch: int = 500) -> None:
+        self.sink = sink
+        self.max_batch = max(1, max_batch)
+        self.batches = 0  # publishes done, for tests and logs
+        self._queued: list[tuple[audit.AuditEvent, asyncio.Future[audit.AuditEvent]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def record(self, event: audit.AuditEvent) -> audit.AuditEvent:
+        """Queue ``event`` for the next batch; the sealed event once it is published."""
+        future: asyncio.Future[audit.AuditEvent] = asyncio.get_running_loop().create_future()
+        self._queued.append((event, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="remediate-audit-batch")
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queued:
+            batch = self._queued[: self.max_batch]
+            del self._queued[: self.max_batch]
+            try:
+                sealed = await self._publish([event for event, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to each waiting caller
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except BaseException:
+                for _, future in [*batch, *self._queued]:
+                    future.cancel()
+                self._queued.clear()
+                raise
+            for (_, future), event in zip(batch, sealed, strict=True):
+                if not future.done():
+                    future.set_result(event)
+
+    async def _publish(self, events: list[audit.AuditEvent]) -> list[audit.AuditEvent]:
+        self.batches += 1
+        record_many = getattr(self.sink, "record_many", None)
+        if record_many is not None and len(events) > 1:
+            sealed: list[audit.AuditEvent] = await record_many(events)
+            return sealed
+        return [await self.sink.record(event) for event in events]
 
 
 def new_event(
@@ -198,20 +259,57 @@ class KafkaAuditor:
         async with self._lock:
             previous = self.chain.last
             sealed = self.chain.seal(event)
-            message = envelope.wrap(
-                sealed,
-                event_type=codec.AUDIT_TYPE,
-                source=f"kposture://{sealed.cluster}/remediate",
-                subject=sealed.ref.subject,
-                event_id=sealed.audit_id,
-            )
             try:
-                await kafka.publish(self._producer, self.topic, key=sealed.cluster, event=message)
+                await kafka.publish(
+                    self._producer, self.topic, key=sealed.cluster, event=_message(sealed)
+                )
             except BaseException:
                 # Not on the topic: the next event must link to the previous tip, not to this.
                 self.chain.last = previous
                 raise
             return sealed
+
+    async def record_many(self, events: Sequence[audit.AuditEvent]) -> list[audit.AuditEvent]:
+        """Seal ``events`` in order after the tip and publish them together; the sealed events.
+
+        All are sent before any acknowledgement is awaited (the idempotent producer keeps
+        them in order on the single partition), so a batch costs about one round trip. When
+        one fails the tip goes back to the last event before it and the batch fails.
+        """
+        async with self._lock:
+            previous = self.chain.last
+            sealed = [self.chain.seal(event) for event in events]
+            deliveries: list[Any] = []
+            try:
+                for event in sealed:
+                    message = _message(event)
+                    deliveries.append(
+                        await self._producer.send(
+                            self.topic,
+                            value=message.data,
+                            key=event.cluster.encode(),
+                            headers=kafka.record_headers(message),
+                        )
+                    )
+                results = await asyncio.gather(*deliveries, return_exceptions=True)
+            except BaseException:
+                self.chain.last = previous
+                raise
+            for index, result in enumerate(results):
+                if isinstance(result, BaseException):
+                    self.chain.last = sealed[index - 1] if index else previous
+                    raise result
+            return sealed
+
+
+def _message(sealed: audit.AuditEvent) -> envelope.CloudEvent:
+    return envelope.wrap(
+        sealed,
+        event_type=codec.AUDIT_TYPE,
+        source=f"kposture://{sealed.cluster}/remediate",
+        subject=sealed.ref.subject,
+        event_id=sealed.audit_id,
+    )
 
 
 def event_json(event: audit.AuditEvent) -> dict[str, Any]:

@@ -54,6 +54,9 @@ class Read:
 Decide = Callable[[findings.Finding], Awaitable[None]]
 """Decide and audit one finding; raises :class:`errors.WouldWaitError` to be parked."""
 
+DecideFast = Callable[[findings.Finding], Awaitable[bool]]
+"""Decide and audit one finding without a slot when that is cheap; False to go the slow way."""
+
 
 class FindingsLoop:
     """The consume loop of the remediate service."""
@@ -69,9 +72,11 @@ class FindingsLoop:
         slots: dispatching.Slots,
         max_in_flight: int = MAX_IN_FLIGHT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fast: DecideFast | None = None,
     ) -> None:
         self.source = source
         self._decide = decide
+        self._fast = fast
         self._decode = decode
         self._wanted = wanted
         self._dead_letter = dead_letter
@@ -84,7 +89,11 @@ class FindingsLoop:
     async def run(self) -> None:
         """Read, dispatch and commit until cancelled."""
         dispatcher: dispatching.Dispatcher[Read] = dispatching.Dispatcher(
-            self._work, slots=self._slots, on_done=self._done, sleep=self._sleep
+            self._work,
+            slots=self._slots,
+            on_done=self._done,
+            sleep=self._sleep,
+            fast=self._fast_work if self._fast is not None else None,
         )
         async with dispatcher:
             while True:
@@ -118,6 +127,10 @@ class FindingsLoop:
 
     async def _work(self, read: Read) -> None:
         await self._decide(read.finding)
+
+    async def _fast_work(self, read: Read) -> bool:
+        assert self._fast is not None
+        return await self._fast(read.finding)
 
     def _done(self, read: Read) -> None:
         self.offsets.done(read.partition, read.offset)

@@ -7,6 +7,9 @@ Three rules, so that one slow fix never holds up unrelated ones:
   slot back for the wait (:meth:`Slots.lent`), because waiting costs the apiserver nothing.
 * **Order per key** (:class:`Dispatcher`): findings with the same key (one object) are decided
   one after another in the order they were read, never concurrently; other keys go on.
+* **A fast path** (``fast``): an item that can be decided cheaply -- an observe-mode finding
+  whose mode is known from the config and cached namespace labels -- is decided before a slot
+  is taken, so thousands of them never queue enforce and dry-run work behind them.
 * **Parking**: work that raises :class:`errors.WouldWaitError` (a backoff, a canary still running, a
   pause) gives up its slot and is tried again when the wait is over. Later findings of the same
   key stay queued behind it; findings of other keys are not delayed at all.
@@ -103,8 +106,10 @@ class Dispatcher(Generic[T]):
         slots: Slots,
         on_done: Callable[[T], None],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fast: Callable[[T], Awaitable[bool]] | None = None,
     ) -> None:
         self._work = work
+        self._fast = fast  # True when it decided the item without a slot
         self._slots = slots
         self._on_done = on_done
         self._sleep = sleep
@@ -154,6 +159,8 @@ class Dispatcher(Generic[T]):
             del self._queues[key]
 
     async def _decide(self, item: T) -> None:
+        if self._fast is not None and await self._fast(item):
+            return
         while True:
             try:
                 async with self._slots.held():

@@ -7,6 +7,13 @@ record ``planned``, server-side dry run, then -- in enforce mode -- wait for app
 or the throttle, apply, verify, and roll back if the fix did not hold or health regressed.
 A stale plan (the object changed) is planned again from the latest state.
 
+Observe mode is the common case under churn, and its decision needs no object: when the mode
+resolves to observe from the config and the namespace's labels (cached per cluster for
+``namespace_ttl_s``, read once per namespace however many findings ask),
+:meth:`Remediator.decide_fast` records and audits the ``skipped`` decision without a
+concurrency slot or an object read, and its audit event joins a batch
+(:class:`auditing.AuditBatcher`).
+
 With ``park=True`` (the service) a finding that would wait for a backoff, a running canary
 or a resume raises :class:`errors.WouldWaitError` instead -- before anything is recorded when
 that is known in advance -- and is decided again later, never holding a worker meanwhile.
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,6 +55,9 @@ Phase = remediation.Phase
 Act, Out = audit.Action, audit.Outcome
 _REPLANS = 5
 _REPLAN_PAUSE_S = 0.2  # doubled per attempt: a rollout's status churn settles in seconds
+NAMESPACE_TTL_S = 5.0
+"""How long a namespace's labels (its mode and opt-out) are trusted without reading it again."""
+_NAMESPACE_CACHE_MAX = 4096  # expired entries are dropped beyond this many
 
 
 class Remediator:
@@ -66,11 +77,13 @@ class Remediator:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         lend_slot: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
+        namespace_ttl_s: float = NAMESPACE_TTL_S,
     ) -> None:
         self.settings = settings
         self.clusters = clusters
         self.ledger = ledger
-        self.journal = journaling.Journal(ledger=ledger, auditor=auditor)
+        # Events recorded meanwhile are published together: skips never queue one by one.
+        self.journal = journaling.Journal(ledger=ledger, auditor=auditing.AuditBatcher(auditor))
         self.throttle = throttle
         self.canary_timeout_s = canary_timeout_s
         self.canary_soak_s = canary_soak_s
@@ -85,6 +98,51 @@ class Remediator:
         # write must be one step); the service also orders them, approvals it does not.
         self._locks = dispatching.KeyedLocks()
         self.canaries = canarying.CanaryGate()
+        self.namespace_ttl_s = namespace_ttl_s
+        # (cluster, namespace) -> (expiry on our clock, labels); reads in flight are shared.
+        self._namespaces: dict[tuple[str, str], tuple[float, Mapping[str, str]]] = {}
+        self._namespace_reads: dict[tuple[str, str], asyncio.Task[Mapping[str, str]]] = {}
+
+    async def decide_fast(self, finding: findings.Finding) -> bool:
+        """Decide ``finding`` without a slot or an object read when that is possible.
+
+        Screened findings and findings whose mode resolves to observe (config plus the cached
+        namespace labels) are decided and audited here: True. Anything else -- another mode,
+        a decision to continue, an unknown cluster -- is left to :meth:`handle`: False.
+        The ``skipped`` decision is the one :meth:`handle` makes; only its reason may differ
+        when the object itself opted out or is gone (it is not read).
+        """
+        screened = policy.screen(finding)
+        step = journaling.Step.of_finding(finding)
+        if screened is not None:
+            if screened.verdict is not policy.Verdict.IGNORE:
+                await self.journal.skip(step, screened.reason)
+            return True
+        kube = self.clusters.get(finding.cluster)
+        if kube is None:
+            return False
+        namespace = _namespace_of(finding.ref)
+        try:
+            labels = await self._labels_of(finding.cluster, kube, namespace) if namespace else {}
+        except Exception as exc:  # noqa: BLE001 - the full path reads (and reports) it again
+            log.debug("namespace %s of %s not read: %s", namespace, finding.key, exc)
+            return False
+        mode, source = policy.resolve_mode(finding, namespace_labels=labels, settings=self.settings)
+        if mode is not findings.RemediationMode.OBSERVE:
+            return False
+        async with self._locks.hold(f"{finding.cluster}/{finding.ref.uid}"):
+            earlier = self.ledger.ledger.get(_decision_key(finding))
+            if earlier is not None:
+                if not _decided(earlier):
+                    return False  # a crashed attempt: the full path continues it
+                await self._no_op(step, earlier)
+                return True
+            step.mode = mode
+            if policy.opted_out({}, labels):
+                await self.journal.skip(step, f"opted out with {policy.OPT_OUT_LABEL}: off")
+            else:
+                await self.journal.skip(step, f"observe mode (from the {source})")
+        return True
 
     async def handle(self, finding: findings.Finding, *, park: bool = False) -> Phase | None:
         """Act on one finding; the final phase, or None when it is not a decision at all.
@@ -98,24 +156,19 @@ class Remediator:
             if screened.verdict is policy.Verdict.IGNORE:
                 return None
             return await self.journal.skip(step, screened.reason)
-        key = remediation.decision_key(
-            finding.cluster,
-            finding.ref.uid,
-            finding.check,
-            finding.baseline_version,
-            finding.ref.resource_version,
-        )
+        key = _decision_key(finding)
         async with self._locks.hold(f"{finding.cluster}/{finding.ref.uid}"):
             earlier = self.ledger.ledger.get(key)
-            if earlier is not None and (
-                earlier.phase in recording.TERMINAL or earlier.phase is Phase.PENDING_APPROVAL
-            ):
-                step.action = earlier
-                why = f"redelivery: already decided ({earlier.phase}, action {earlier.action_id})"
-                await self.journal.event(step, Act.NO_OP, Out.NONE, why)
-                return Phase.NO_OP
+            if earlier is not None and _decided(earlier):
+                return await self._no_op(step, earlier)
             step.action = earlier  # a crashed attempt continues under the same action id
             return await self._remediate(step, finding, resumed=earlier is not None, park=park)
+
+    async def _no_op(self, step: journaling.Step, earlier: remediation.RemediationAction) -> Phase:
+        step.action = earlier
+        why = f"redelivery: already decided ({earlier.phase}, action {earlier.action_id})"
+        await self.journal.event(step, Act.NO_OP, Out.NONE, why)
+        return Phase.NO_OP
 
     async def _remediate(
         self, step: journaling.Step, f: findings.Finding, *, resumed: bool, park: bool
@@ -127,7 +180,7 @@ class Remediator:
             obj = await kube.get(f.ref)
             if obj is None or (obj.get("metadata") or {}).get("uid") != f.ref.uid:
                 return await self.journal.skip(step, f"{f.ref.subject} is gone or was replaced")
-            ns_labels = await self._namespace_labels(kube, obj)
+            ns_labels = await self._namespace_labels(f.cluster, kube, obj)
             mode, source = policy.resolve_mode(
                 f, namespace_labels=ns_labels, settings=self.settings
             )
@@ -176,14 +229,52 @@ class Remediator:
             f"the object kept changing; gave up after {_REPLANS} plans",
         )
 
-    async def _namespace_labels(self, kube: applying.Kube, obj: Mapping[str, Any]) -> Any:
+    async def _namespace_labels(
+        self, cluster: str, kube: applying.Kube, obj: Mapping[str, Any]
+    ) -> Mapping[str, str]:
         meta = obj.get("metadata") or {}
         if obj.get("kind") == "Namespace":
-            return meta.get("labels") or {}
+            labels: Mapping[str, str] = meta.get("labels") or {}
+            self._remember(cluster, str(meta.get("name") or ""), labels)
+            return labels
         if not meta.get("namespace"):
             return {}
-        ns = await kube.get(common.ObjectRef("v1", "Namespace", meta["namespace"], ""))
-        return ((ns or {}).get("metadata") or {}).get("labels") or {}
+        return await self._labels_of(cluster, kube, meta["namespace"])
+
+    async def _labels_of(
+        self, cluster: str, kube: applying.Kube, namespace: str
+    ) -> Mapping[str, str]:
+        """The labels of ``namespace``: cached for ``namespace_ttl_s``, one read at a time."""
+        key = (cluster, namespace)
+        cached = self._namespaces.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        reading = self._namespace_reads.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_labels(cluster, kube, namespace))
+            self._namespace_reads[key] = reading
+            reading.add_done_callback(functools.partial(self._read_done, key))
+        return await asyncio.shield(reading)
+
+    def _read_done(self, key: tuple[str, str], task: asyncio.Future[Mapping[str, str]]) -> None:
+        if self._namespace_reads.get(key) is task:
+            del self._namespace_reads[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter got it already
+
+    async def _read_labels(
+        self, cluster: str, kube: applying.Kube, namespace: str
+    ) -> Mapping[str, str]:
+        ns = await kube.get(common.ObjectRef("v1", "Namespace", namespace, ""))
+        labels: Mapping[str, str] = ((ns or {}).get("metadata") or {}).get("labels") or {}
+        self._remember(cluster, namespace, labels)
+        return labels
+
+    def _remember(self, cluster: str, namespace: str, labels: Mapping[str, str]) -> None:
+        now = self._clock()
+        if len(self._namespaces) >= _NAMESPACE_CACHE_MAX:
+            self._namespaces = {k: v for k, v in self._namespaces.items() if v[0] > now}
+        self._namespaces[(cluster, namespace)] = (now + self.namespace_ttl_s, dict(labels))
 
     async def _target(self, kube: applying.Kube, obj: dict[str, Any], check: str) -> Any:
         fix = fixes.lookup(check)
@@ -398,6 +489,26 @@ class Remediator:
         return await self.journal.conclude(
             step, Phase.ROLLED_BACK, Act.ROLLED_BACK, Out.SUCCESS, why
         )
+
+
+def _decision_key(finding: findings.Finding) -> str:
+    return remediation.decision_key(
+        finding.cluster,
+        finding.ref.uid,
+        finding.check,
+        finding.baseline_version,
+        finding.ref.resource_version,
+    )
+
+
+def _decided(earlier: remediation.RemediationAction) -> bool:
+    """Whether a recorded action settles a redelivered finding (a no-op)."""
+    return earlier.phase in recording.TERMINAL or earlier.phase is Phase.PENDING_APPROVAL
+
+
+def _namespace_of(ref: common.ObjectRef) -> str:
+    """The namespace whose labels apply to ``ref`` ("" for a cluster-scoped object)."""
+    return ref.name if ref.kind == "Namespace" else ref.namespace
 
 
 def _changes(patch: Mapping[str, Any]) -> Any:

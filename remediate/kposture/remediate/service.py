@@ -151,8 +151,18 @@ class RemediateService:
             wanted=fixable_check,
             dead_letter=functools.partial(self._dead_letter, producer),
             slots=self.slots,
+            fast=self._decide_fast,
         )
         await loop.run()
+
+    async def _decide_fast(self, finding: findings.Finding) -> bool:
+        """Decide one finding without a slot when that is cheap (observe mode); else False."""
+        assert self.remediator is not None
+        decided = await self.remediator.decide_fast(finding)
+        if decided:
+            self.handled += 1
+            log.debug("finding %s: decided without a cluster read", finding.key)
+        return decided
 
     async def _decide(self, finding: findings.Finding) -> None:
         """Decide one finding; parking (``WouldWaitError``) propagates to the dispatcher."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -14,9 +14,17 @@ import pytest
 from remediate_fakes import FakeAuditor, FakeClock, FakeKube, FakeLedger, deployment, finding_for
 from remediate_fakes import namespace as namespace_obj
 
-from kposture.remediate import committing, consuming, dispatching, errors, remediating, throttling
+from kposture.remediate import (
+    auditing,
+    committing,
+    consuming,
+    dispatching,
+    errors,
+    remediating,
+    throttling,
+)
 from kposture.runtime import settings
-from kposture.schemas import common, findings, remediation
+from kposture.schemas import audit, common, findings, remediation
 
 Phase = remediation.Phase
 TP0, TP1 = ("findings", 0), ("findings", 1)
@@ -359,3 +367,71 @@ async def test_per_object_locks_are_forgotten_once_released() -> None:
     remediator, _ = _remediator(kube, dispatching.Slots(1))
     assert await remediator.handle(finding_for(obj), park=True) is Phase.SKIPPED
     assert len(remediator._locks) == 0
+
+
+class _OneRoundTripAuditor(FakeAuditor):
+    """An audit sink where every publish (one event or a batch) costs one broker round trip."""
+
+    def __init__(self, round_trip_s: float) -> None:
+        super().__init__()
+        self.round_trip_s = round_trip_s
+        self.publishes = 0
+
+    async def record(self, event: audit.AuditEvent) -> audit.AuditEvent:
+        return (await self.record_many([event]))[0]
+
+    async def record_many(self, events: Sequence[audit.AuditEvent]) -> list[audit.AuditEvent]:
+        self.publishes += 1
+        await asyncio.sleep(self.round_trip_s)
+        return [await FakeAuditor.record(self, event) for event in events]
+
+
+async def test_an_enforce_finding_behind_a_thousand_observe_findings_does_not_wait_for_them() -> (
+    None
+):
+    """Observe findings are decided without a slot or an object read, audited in batches."""
+    observed = 1000
+    kube = FakeKube(namespace_obj("quiet"), namespace_obj(labels=ENFORCE))
+    noisy = [
+        kube.put(deployment(f"n{i}", namespace="quiet", security={"privileged": True}))
+        for i in range(observed)
+    ]
+    fixme = kube.put(_status(deployment("fixme", security={"privileged": True}), healthy=True))
+    reads: list[common.ObjectRef] = []
+    real_get = kube.get
+
+    async def counting_get(ref: common.ObjectRef) -> dict[str, Any] | None:
+        reads.append(ref)
+        return await real_get(ref)
+
+    kube.get = counting_get  # type: ignore[method-assign]
+    slots = dispatching.Slots(2)
+    remediator, _ = _remediator(kube, slots)
+    auditor = _OneRoundTripAuditor(round_trip_s=0.005)  # one by one: 1,000 x 5 ms = 5 s
+    remediator.journal.auditor = auditing.AuditBatcher(auditor)
+    messages = [Message(i, finding_for(obj)) for i, obj in enumerate(noisy)]
+    enforced = finding_for(fixme)
+    source = FakeSource({TP0: [*messages, Message(observed, enforced)]})
+    loop = consuming.FindingsLoop(
+        source,
+        decide=lambda f: _decided(remediator, f),
+        decode=lambda message: message.finding,
+        wanted=lambda finding: True,
+        dead_letter=_no_dead_letters,
+        slots=slots,
+        fast=remediator.decide_fast,
+    )
+    started = time.monotonic()
+    async with _running(loop):
+        await _until(lambda: _phase(remediator, enforced) is Phase.VERIFIED)
+        waited = time.monotonic() - started
+        await _until(lambda: source.committed(TP0) == observed + 1)
+    assert waited < observed * auditor.round_trip_s / 5
+    assert auditor.publishes < 50  # batches, not one publish per finding
+    skipped = [e for e in auditor.events if str(e.action) == "skipped"]
+    assert len(skipped) == observed
+    assert all("observe mode (from the default mode)" in e.rationale for e in skipped)
+    # The quiet namespace is read once for all of them; none of their objects is read.
+    assert [r for r in reads if r.namespace == "quiet"] == []
+    assert sum(r.kind == "Namespace" and r.name == "quiet" for r in reads) == 1
+    assert [kind for kind, _ in kube.writes] == ["apply"]

@@ -321,3 +321,43 @@ async def test_a_field_declared_by_an_apply_manager_is_escalated() -> None:
     assert await remediator.handle(finding_for(obj)) is Phase.ESCALATED
     assert kube.writes == []
     assert "declared by app-team (Apply)" in auditor.events[-1].rationale
+
+
+async def test_namespace_labels_are_cached_briefly_and_observe_needs_no_object_read() -> None:
+    """One namespace read per TTL; a label change (observe -> enforce) applies after it."""
+    kube = FakeKube(namespace())
+    a = kube.put(deployment("a", security={"privileged": True}))
+    b = kube.put(_healthy(deployment("b", security={"privileged": True})))
+    reads: list[common.ObjectRef] = []
+    real_get = kube.get
+
+    async def counting_get(ref: common.ObjectRef) -> object:
+        reads.append(ref)
+        return await real_get(ref)
+
+    kube.get = counting_get  # type: ignore[method-assign]
+    clock = FakeClock()
+    remediator, auditor = _remediator(kube, clock)
+    assert await remediator.decide_fast(finding_for(a))
+    assert await remediator.decide_fast(finding_for(b))
+    assert [r.kind for r in reads] == ["Namespace"]
+    assert auditor.actions() == ["skipped", "skipped"]
+    kube.put(namespace(labels={"kposture.io/mode": "enforce"}))
+    assert await remediator.decide_fast(finding_for(a, check="allowPrivilegeEscalation"))
+    clock.now += remediating.NAMESPACE_TTL_S
+    remediator.throttle.kill_switch.heartbeat(clock())  # the ledger reader kept up meanwhile
+    b = kube.put(_healthy(deployment("b", security={"privileged": True})))  # changed since
+    assert not await remediator.decide_fast(finding_for(b))  # enforce: the full path
+    assert await remediator.handle(finding_for(b)) is Phase.VERIFIED
+    assert [r.kind for r in reads].count("Namespace") == 2
+
+
+async def test_observe_via_the_fast_path_still_turns_a_redelivery_into_a_no_op() -> None:
+    """The ledger is checked and written on the fast path too."""
+    kube = FakeKube(namespace(labels={"kposture.io/remediation": "off"}))
+    obj = kube.put(deployment(security={"privileged": True}))
+    remediator, auditor = _remediator(kube, FakeClock())
+    assert await remediator.decide_fast(finding_for(obj))
+    assert await remediator.decide_fast(finding_for(obj))
+    assert auditor.actions() == ["skipped", "no-op"]
+    assert "opted out" in auditor.events[0].rationale
