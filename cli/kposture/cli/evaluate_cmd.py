@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Annotated
 
 import typer
 
-from kposture.cli import scan_cmd, topics_cmd
+from kposture.cli import scan_cmd, serving, topics_cmd
 from kposture.evaluate import app as evaluate_app
 from kposture.evaluate import baselines, exporting, fixtures, loading, policy_store
-from kposture.runtime import kafka, logs, tracing
+from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, envelope, policy, topics
 
@@ -45,22 +44,12 @@ def register_baseline(group: typer.Typer) -> None:
 def evaluate(config: Path | None = ConfigOption) -> None:
     """Evaluate every resource change against the baselines and publish finding transitions."""
     settings = topics_cmd.load_settings(config)
-    logs.setup(level=settings.telemetry.log_level, fmt=settings.telemetry.log_format)
-    if settings.telemetry.tracing:
-        tracing.setup("kposture-evaluate", console=settings.telemetry.trace_console_export)
+    serving.setup_telemetry(settings, service="kposture-evaluate")
     try:
-        asyncio.run(_run_until_signalled(settings))
+        serving.run_until_signalled(lambda stop: evaluate_app.EvaluateApp(settings).run(stop=stop))
     except policy_store.PolicyError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-
-
-async def _run_until_signalled(settings: settings_mod.Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await evaluate_app.EvaluateApp(settings).run(stop=stop)
 
 
 def publish(
@@ -83,12 +72,15 @@ def publish(
     if not documents:
         typer.echo("error: no Baseline or Exception document found", err=True)
         raise typer.Exit(code=2)
-    asyncio.run(_publish(settings, documents))
+    asyncio.run(publish_documents(settings, documents))
     for document in documents:
         typer.echo(f"published {document.key} {document.version}")
 
 
-async def _publish(settings: settings_mod.Settings, documents: list[policy.PolicyDocument]) -> None:
+async def publish_documents(
+    settings: settings_mod.Settings, documents: list[policy.PolicyDocument]
+) -> None:
+    """Publish policy documents to the baselines topic (creating the topics if needed)."""
     await kafka.create_topics(settings.kafka)
     producer = kafka.producer(settings.kafka, client_id="kposture-baseline-publish")
     await producer.start()

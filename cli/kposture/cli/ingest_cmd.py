@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kposture.cli import topics_cmd
+from kposture.cli import serving, topics_cmd
 from kposture.ingest import benchmarking, service
 from kposture.ingest import inventory as inventory_mod
-from kposture.runtime import health, logs, tracing
+from kposture.runtime import health
 from kposture.runtime import settings as settings_mod
 
 ConfigOption = typer.Option(None, "--config", "-c", help="kposture config file (YAML).")
@@ -48,18 +47,10 @@ def ingest(config: Path | None = ConfigOption) -> None:
     except settings_mod.SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    logs.setup(level=settings.telemetry.log_level, fmt=settings.telemetry.log_format)
-    if settings.telemetry.tracing:
-        tracing.setup("kposture-ingest", console=settings.telemetry.trace_console_export)
-    asyncio.run(_run_until_signalled(settings))
-
-
-async def _run_until_signalled(settings: settings_mod.Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await service.run(settings, readiness=health.Readiness(), stop=stop)
+    serving.setup_telemetry(settings, service="kposture-ingest")
+    serving.run_until_signalled(
+        lambda stop: service.run(settings, readiness=health.Readiness(), stop=stop)
+    )
 
 
 def inventory(

@@ -15,9 +15,9 @@ from pathlib import Path
 import msgspec
 import typer
 
-from kposture.cli import topics_cmd
+from kposture.cli import serving, topics_cmd
 from kposture.remediate import applying, auditing, errors, recording, service
-from kposture.runtime import kafka, kube, logs
+from kposture.runtime import kafka, kube
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import audit, common, remediation, topics
 
@@ -41,7 +41,7 @@ def _actor() -> str:
 def remediate(config: Path | None = ConfigOption) -> None:
     """Consume findings and remediate them (runs until interrupted)."""
     settings = topics_cmd.load_settings(config)
-    logs.setup(level=settings.telemetry.log_level, fmt=settings.telemetry.log_format)
+    serving.setup_telemetry(settings, service="kposture-remediate")
     try:
         asyncio.run(service.main(settings))
     except KeyboardInterrupt:

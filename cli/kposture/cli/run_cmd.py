@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from kposture.cli import topics_cmd
+from kposture.cli import serving, topics_cmd
 from kposture.evaluate import app as evaluate_app
 from kposture.ingest import service as ingest_service
 from kposture.remediate import service as remediate_service
-from kposture.runtime import health, kafka, logs, tracing
+from kposture.runtime import health, kafka
 from kposture.runtime import settings as settings_mod
 
 log = logging.getLogger(__name__)
@@ -31,21 +30,11 @@ log = logging.getLogger(__name__)
 def run(config: Path | None = topics_cmd.ConfigOption) -> None:
     """Run ingest, evaluate and remediate together until interrupted."""
     settings = topics_cmd.load_settings(config)
-    logs.setup(level=settings.telemetry.log_level, fmt=settings.telemetry.log_format)
-    if settings.telemetry.tracing:
-        tracing.setup("kposture", console=settings.telemetry.trace_console_export)
+    serving.setup_telemetry(settings, service="kposture")
     if not settings.clusters:
         typer.echo("error: no clusters configured (clusters: in the config file)", err=True)
         raise typer.Exit(code=2)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_all(settings, stop=stop)
-
-    asyncio.run(main())
+    serving.run_until_signalled(lambda stop: run_all(settings, stop=stop))
 
 
 async def run_all(settings: settings_mod.Settings, *, stop: asyncio.Event) -> None:

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import msgspec
 
-from kposture.cli import localops
-from kposture.evaluate import loading, policy_store
-from kposture.runtime import kafka
+from kposture.cli import evaluate_cmd, localops
+from kposture.evaluate import baselines, loading, policy_store
 from kposture.runtime import settings as settings_mod
-from kposture.schemas import codec, envelope, policy, topics
+from kposture.schemas import policy
 
 
 def demo_settings(
@@ -66,26 +65,14 @@ async def publish_policy(settings: settings_mod.Settings) -> list[policy.PolicyD
     Evaluate would run them anyway when nothing is published; publishing makes the policy
     version explicit on the topic, and every finding names it.
     """
-    paths = [loading.builtin_path(ref.split("@")[0]) for ref in settings.evaluate.baselines]
+    names = list(dict.fromkeys(baselines.split_ref(ref)[0] for ref in settings.evaluate.baselines))
+    paths = [loading.builtin_path(name) for name in names]
     documents = [
         d
         for d in policy_store.documents_from_paths(paths, publisher="kposture-demo")
-        if d.name in {ref.split("@")[0] for ref in settings.evaluate.baselines}
+        if d.name in names
     ]
-    producer = kafka.producer(settings.kafka, client_id="kposture-demo-policy")
-    await producer.start()
-    try:
-        topic = kafka.topic_name(settings.kafka, topics.Topic.BASELINES)
-        for document in documents:
-            event = envelope.wrap(
-                document,
-                event_type=codec.POLICY_TYPE,
-                source="kposture://-/cli/kposture-demo",
-                subject=document.key,
-            )
-            await kafka.publish(producer, topic, key=document.key, event=event)
-    finally:
-        await producer.stop()
+    await evaluate_cmd.publish_documents(settings, documents)
     return documents
 
 
