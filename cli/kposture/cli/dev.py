@@ -27,6 +27,14 @@ def up(
         env = environment.up(clusters_count=clusters)
     except processes.DevEnvError as exc:
         raise _fail(exc) from exc
+    if env.pruned_topics:
+        typer.echo(
+            f"deleted {len(env.pruned_topics)} topics of earlier test, bench and demo runs "
+            "(idle for an hour)",
+            err=True,
+        )
+    for warning in env.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(env.as_json()))
 
 

@@ -10,6 +10,8 @@ provisioned, the tests fail with the reason.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from kposture.cli.devenv import kafka, processes
+from kposture.cli.devenv import kafka, processes, pruning
 
 TOPIC = "devenv-check"
 PARTITIONS = 3
@@ -201,3 +203,45 @@ async def test_records_survive_a_crash(
     received = await _consume_all(restarted.bootstrap, group_id="devenv-check-crash")
 
     assert _by_partition(received) == _by_partition(produced)
+
+
+async def test_prune_deletes_only_idle_topics_of_earlier_runs(
+    broker: kafka.BrokerEndpoint,
+) -> None:
+    idle_run = "t0123456789.resources.v1"
+    idle_changelog = "t0123456789-evaluate-objects-changelog"
+    busy_run = "tabcdefabcd.resources.v1"
+    foreign = "payments.orders"  # not a name our runs generate: never deleted, however idle
+    names = [idle_run, idle_changelog, busy_run, foreign]
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name=n, num_partitions=2, replication_factor=1) for n in names]
+        )
+        data_dir = broker.state_dir / "data"
+        deadline = asyncio.get_running_loop().time() + 30
+        while not all((data_dir / f"{n}-1").is_dir() for n in names):
+            assert asyncio.get_running_loop().time() < deadline, "partition dirs never appeared"
+            await asyncio.sleep(0.2)
+        two_hours_ago = time.time() - 7200
+        for name in (idle_run, idle_changelog, foreign):
+            for partition_dir in data_dir.glob(f"{name}-*"):
+                for path in [partition_dir, *partition_dir.iterdir()]:
+                    os.utime(path, (two_hours_ago, two_hours_ago))
+
+        deleted = await asyncio.to_thread(pruning.prune, broker.bootstrap, data_dir)
+
+        assert sorted(deleted) == sorted([idle_run, idle_changelog])
+        # The broker deletes in the background; wait until it no longer lists them.
+        deadline = asyncio.get_running_loop().time() + 60
+        remaining = set(await admin.list_topics())
+        while {idle_run, idle_changelog} & remaining:
+            assert asyncio.get_running_loop().time() < deadline, f"still listed: {remaining}"
+            await asyncio.sleep(0.5)
+            remaining = set(await admin.list_topics())
+        assert idle_run not in remaining
+        assert idle_changelog not in remaining
+        assert {busy_run, foreign, TOPIC} <= remaining
+    finally:
+        await admin.close()

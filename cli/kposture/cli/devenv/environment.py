@@ -1,5 +1,9 @@
 """``kposture dev up|down|status``: one broker and N clusters, started idempotently.
 
+``up`` also deletes the topics that earlier test, bench and demo runs left on the broker once
+they have been idle for an hour (see :mod:`kposture.cli.devenv.pruning`), so the broker's
+start-up time does not grow with every run.
+
 Used by the CLI, by the pytest fixtures and by the demo, so that all three run the very same
 environment. State lives under ``<home>/state`` (removed by ``down``); builds are cached under
 ``<home>/cache`` (kept).
@@ -12,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from kposture.cli.devenv import clusters, kafka, processes
+from kposture.cli.devenv import clusters, kafka, processes, pruning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +28,8 @@ class Environment:
     contexts: list[str]
     state_dir: Path
     start_seconds: float
+    pruned_topics: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         """The JSON that ``kposture dev up`` prints."""
@@ -59,6 +65,12 @@ def up(*, clusters_count: int = 2) -> Environment:
     root = state_dir()
     root.mkdir(parents=True, exist_ok=True)
     broker = kafka.start_broker(state_dir=kafka_state(), jar_dir=jar_dir)
+    warnings: list[str] = []
+    try:
+        pruned = pruning.prune(broker.bootstrap, kafka_state() / "data")
+    except Exception as exc:  # noqa: BLE001 - a failed clean-up must not stop the environment
+        pruned = []
+        warnings.append(f"could not delete the idle topics of earlier runs: {exc!r}")
     endpoints = [
         clusters.start_cluster(index, state_root=root, bin_dir=bin_dir)
         for index in range(1, clusters_count + 1)
@@ -70,6 +82,8 @@ def up(*, clusters_count: int = 2) -> Environment:
         contexts=[e.kubeconfig_context for e in endpoints],
         state_dir=root,
         start_seconds=time.monotonic() - started,
+        pruned_topics=tuple(pruned),
+        warnings=tuple(warnings),
     )
 
 

@@ -198,15 +198,28 @@ def wait_until(
     what: str,
     process: ManagedProcess | None = None,
     interval_s: float = 0.2,
+    progress: Callable[[], object] | None = None,
+    max_timeout_s: float | None = None,
 ) -> None:
     """Poll ``predicate`` until it is true; on timeout, or if ``process`` dies, raise DevEnvError.
 
-    The error carries the tail of the process log, so a failed start explains itself.
+    With ``progress``, ``timeout_s`` is an idle timeout: each time ``progress()`` returns a new
+    value (a log that grows, say) the deadline moves ``timeout_s`` further out, but never past
+    ``max_timeout_s`` from the start. The error carries the tail of the process log, so a failed
+    start explains itself.
     """
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
+    hard_deadline = started + max(timeout_s, max_timeout_s or timeout_s)
+    last_progress = progress() if progress is not None else None
     while time.monotonic() < deadline:
         if predicate():
             return
+        if progress is not None:
+            current = progress()
+            if current != last_progress:
+                last_progress = current
+                deadline = min(time.monotonic() + timeout_s, hard_deadline)
         if process is not None and not process.running():
             raise DevEnvError(
                 f"{process.name} exited while waiting for {what}; log {process.log_file}:\n"
@@ -214,7 +227,8 @@ def wait_until(
             )
         time.sleep(interval_s)
     tail = f"; log {process.log_file}:\n{process.log_tail()}" if process else ""
-    raise DevEnvError(f"timed out after {timeout_s:.0f}s waiting for {what}{tail}")
+    waited = time.monotonic() - started
+    raise DevEnvError(f"timed out after {waited:.0f}s waiting for {what}{tail}")
 
 
 def https_ok(url: str, *, token: str | None = None, timeout_s: float = 2.0) -> bool:
