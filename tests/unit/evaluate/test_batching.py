@@ -1,0 +1,174 @@
+"""The replacement fetch loop of ``batching``: faust's bookkeeping kept, one topic batched.
+
+A small stand-in for faust's consumer records what the loop does with it; the loop itself
+runs against the real faust consumer in the evaluate integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from kposture.evaluate import batching
+
+RESOURCES = "p.resources.v1"
+OTHER = "p-evaluate-sweep"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tp:
+    topic: str
+    partition: int
+
+
+@dataclasses.dataclass(eq=False)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes = b"k"
+    value: bytes | None = b"v"
+
+    @property
+    def tp(self) -> Tp:
+        return Tp(self.topic, self.partition)
+
+
+class Topics:
+    def acks_enabled_for(self, topic: str) -> bool:
+        return True
+
+
+class App:
+    def __init__(self) -> None:
+        self.topics = Topics()
+        self.consumer_generation_id = 1
+
+
+class Stopped:
+    def __init__(self) -> None:
+        self.flag = False
+
+    def is_set(self) -> bool:
+        return self.flag
+
+
+class FakeConsumer:
+    """Yields the given fetches, one per ``getmany`` call, then stops the loop."""
+
+    def __init__(self, fetches: list[list[Message]], *, rebalance_after: int | None = None):
+        self.app = App()
+        self.fetches = fetches
+        self.rebalance_after = rebalance_after
+        self._read_offset: dict[Tp, int | None] = collections.defaultdict(lambda: None)
+        self._commit_every = None
+        self._n_acked = 0
+        self._stopped = Stopped()
+        self.suspend_flow = asyncio.Event()
+        self.gaps: list[tuple[Tp, int, int]] = []
+        self.acked: list[tuple[str, int, int]] = []
+        self.delivered: list[tuple[str, int, int]] = []
+        self._drain_messages = None
+        self.fetched = 0
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Tp, Message]]:  # noqa: ASYNC109 - faust's signature
+        if not self.fetches:
+            self._stopped.flag = True
+            return
+        batch = self.fetches.pop(0)
+        self.fetched += 1
+        for message in batch:
+            yield message.tp, message
+        if self.rebalance_after == self.fetched:
+            self.app.consumer_generation_id += 1
+
+    async def callback(self, message: Message) -> None:
+        self.delivered.append((message.topic, message.partition, message.offset))
+
+    async def _add_gap(self, tp: Tp, start: int, end: int) -> None:
+        self.gaps.append((tp, start, end))
+
+    async def commit(self) -> bool:
+        return True
+
+    def ack(self, message: Message) -> bool:
+        self.acked.append((message.topic, message.partition, message.offset))
+        return True
+
+    async def wait_first(self, *coros: Any) -> None:
+        first, *rest = coros
+        await first
+        for other in rest:
+            other.close()
+
+
+class Fetcher:
+    def __init__(self) -> None:
+        self._stopped = Stopped()
+
+
+def _run(consumer: FakeConsumer) -> list[list[tuple[int, int]]]:
+    handled: list[list[tuple[int, int]]] = []
+
+    def handle(messages: Sequence[Message]) -> None:
+        handled.append([(m.partition, m.offset) for m in messages])
+
+    batching.install(consumer, topic=RESOURCES, handle=handle)
+    assert consumer._drain_messages is not None
+    asyncio.run(consumer._drain_messages(Fetcher()))
+    return handled
+
+
+def test_one_topic_is_handled_in_batches_and_acked_after_the_handler() -> None:
+    consumer = FakeConsumer(
+        [
+            [Message(RESOURCES, 0, 0), Message(OTHER, 0, 0), Message(RESOURCES, 1, 0)],
+            [Message(RESOURCES, 0, 1)],
+        ]
+    )
+    handled = _run(consumer)
+    assert handled == [[(0, 0), (1, 0)], [(0, 1)]]
+    assert consumer.delivered == [(OTHER, 0, 0)]  # other topics: faust's own callback
+    assert consumer.acked == [(RESOURCES, 0, 0), (RESOURCES, 1, 0), (RESOURCES, 0, 1)]
+
+
+def test_offsets_that_compaction_removed_are_recorded_as_gaps() -> None:
+    consumer = FakeConsumer([[Message(RESOURCES, 0, 3)], [Message(RESOURCES, 0, 9)]])
+    _run(consumer)
+    assert consumer.gaps == [(Tp(RESOURCES, 0), 4, 9)]
+    assert consumer._read_offset[Tp(RESOURCES, 0)] == 9
+
+
+def test_records_read_before_are_not_handled_again() -> None:
+    consumer = FakeConsumer([[Message(RESOURCES, 0, 5)], [Message(RESOURCES, 0, 4)]])
+    assert _run(consumer) == [[(0, 5)]]
+
+
+def test_a_batch_fetched_across_a_rebalance_is_dropped_unacked() -> None:
+    consumer = FakeConsumer(
+        [[Message(RESOURCES, 0, 0), Message(RESOURCES, 0, 1)]], rebalance_after=1
+    )
+    assert _run(consumer) == []
+    assert consumer.acked == []
+    assert consumer._read_offset[Tp(RESOURCES, 0)] is None  # the seek after recovery decides
+
+
+def test_large_batches_are_handed_over_in_chunks() -> None:
+    count = batching.HANDLE_AT_MOST + 7
+    consumer = FakeConsumer([[Message(RESOURCES, 0, i) for i in range(count)]])
+    handled = _run(consumer)
+    assert [len(chunk) for chunk in handled] == [batching.HANDLE_AT_MOST, 7]
+    assert len(consumer.acked) == count
+
+
+def test_install_refuses_a_consumer_without_the_internals_it_needs() -> None:
+    class Bare:
+        pass
+
+    with pytest.raises(RuntimeError, match="_drain_messages"):
+        batching.install(Bare(), topic=RESOURCES, handle=lambda messages: None)
