@@ -8,6 +8,7 @@ is mocked; the assertions read the report it writes.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from kposture.cli.devenv import environment
+from kposture.evaluate import batching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -93,3 +95,44 @@ def test_a_png_of_the_latency_distributions_is_written_next_to_the_report(
     assert picture.is_file()
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert picture.stat().st_size > 10_000
+
+
+def test_bench_evaluate_with_kafka_reports_both_phases_of_the_faust_worker(
+    local_env: environment.Environment, tmp_path: Path
+) -> None:
+    script = Path(sys.executable).with_name("kposture")
+    output = tmp_path / "evaluate.json"
+    completed = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
+        [
+            str(script),
+            "bench",
+            "evaluate",
+            "--objects",
+            "2000",
+            "--events",
+            "2000",
+            "--kafka",
+            "--output",
+            str(output),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_S,
+        check=False,
+        env={**os.environ, "KPOSTURE_KAFKA_BOOTSTRAP": local_env.kafka_bootstrap},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    measured = json.loads(output.read_text())["kafka"]
+    cold, steady = measured["cold_load"], measured["evaluate"]
+    # Measuring starts once the worker handled its first records (at most one chunk of the
+    # fetch loop); the phases split at the 2,000 added events, exact up to one fetched batch.
+    assert 0 < cold["events"] <= 2000
+    assert steady["events"] >= 2000 - batching.HANDLE_AT_MOST
+    assert cold["events"] + steady["events"] <= 4000
+    for phase in (cold, steady):
+        assert phase["cpu_seconds"] > 0
+        assert phase["events_per_cpu_second"] == pytest.approx(
+            phase["events"] / phase["cpu_seconds"], rel=0.01
+        )
+    assert measured["memory"]["evaluate_rss_bytes"] > 0

@@ -32,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import faust
 import orjson
@@ -90,6 +90,7 @@ class EvaluateApp:
         self._namespaces: Any = None
         self._parsed_namespaces: dict[bytes, tuple[bytes, Mapping[str, Any]]] = {}
         self._network_policies: Any = None  # global table: every cluster's NetworkPolicies
+        self._parsed_policies: dict[bytes, tuple[bytes, Any]] = {}
         self._sweep_topic: Any = None
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -368,7 +369,10 @@ class EvaluateApp:
         if not inventory.maintained(self.processor.needs_inventory(ref)):
             return None  # nearly every kind: no cross-object check, nothing to assemble
         return inventory.assemble(
-            self._network_policies.data.items(), cluster=cluster, overlay=overlay
+            self._network_policies.data.items(),
+            cluster=cluster,
+            overlay=overlay,
+            parsed=self._parsed_policies,
         )
 
     def _on_network_policy(self, resource: Any, *, partition: int) -> None:
@@ -499,9 +503,11 @@ def _flush_before_commit(app: Any, publisher: publishing.Publisher | None) -> No
     producer.flush = flush
 
 
-def _headers(headers: Any) -> list[tuple[str, bytes]]:
+def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:
     if headers is None:
         return []
+    if type(headers) in {list, tuple}:
+        return cast("Sequence[tuple[str, bytes]]", headers)  # aiokafka's (str, bytes) pairs
     if isinstance(headers, Mapping):
         return list(headers.items())
     return [(str(k), bytes(v)) for k, v in headers]

@@ -12,7 +12,8 @@ does it: the read offset per partition, the gaps that a compacted topic leaves b
 offsets, ``commit_every`` and acks. The records of one topic are then collected per fetched
 batch and handed to a synchronous handler, and acked once it returns; records of every other
 topic (table changelogs, internal topics) still go through faust's callback exactly as before.
-Commits and rebalances stay faust's: a record is committed once acked, and a batch fetched in a
+The fetch itself is faust's ``getmany`` minus its per-record monitor calls. Commits and
+rebalances stay faust's: a record is committed once acked, and a batch fetched in a
 consumer generation that has ended is dropped unacked (the partition's new owner reads it).
 
 This depends on faust-streaming's consumer internals (pinned in ``constraints.txt``):
@@ -23,6 +24,7 @@ changes them fails the evaluate tests instead of silently falling back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,12 +34,18 @@ HANDLE_AT_MOST = 500
 """Records handed to the handler at once; the event loop runs between two such chunks."""
 REQUIRED = (
     "_drain_messages",
+    "_wait_next_records",
+    "_to_message",
+    "_buffered_partitions",
     "_read_offset",
     "_add_gap",
     "_commit_every",
     "_n_acked",
     "_stopped",
-    "getmany",
+    "flow_active",
+    "should_stop",
+    "perform_seek",
+    "highwater",
     "callback",
     "commit",
     "ack",
@@ -82,7 +90,7 @@ async def _drain(consumer: Any, fetcher: Any, *, topic: str, handle: Handler) ->
         batch: list[Any] = []
         generation = app.consumer_generation_id
         await asyncio.sleep(0)
-        async for tp, message in consumer.getmany(timeout=1.0):
+        for tp, message in await _fetch(consumer):
             offset = message.offset
             last = read_offset[tp]
             if last is not None and offset < last:
@@ -111,3 +119,28 @@ async def _drain(consumer: Any, fetcher: Any, *, topic: str, handle: Handler) ->
             for message in chunk:
                 consumer.ack(message)
             await asyncio.sleep(0)
+
+
+async def _fetch(consumer: Any) -> list[tuple[Any, Any]]:
+    # faust's ``Consumer.getmany`` without its per-record work that only feeds its monitor (a
+    # high-water lookup per record costs more than decoding the record): the same wait for
+    # records, the same filter on active partitions, the same seek when flow stopped meanwhile.
+    records, active = await consumer._wait_next_records(1.0)
+    if not records or consumer.should_stop:
+        return []
+    if not consumer.flow_active:
+        # A rebalance stopped the flow while fetching: faust seeks back to the committed
+        # offsets and drops what it fetched, and so do we.
+        with contextlib.suppress(Exception):
+            await consumer.perform_seek()
+        return []
+    buffered = consumer._buffered_partitions
+    to_message = consumer._to_message
+    track_end = consumer.app.monitor.track_tp_end_offset
+    out: list[tuple[Any, Any]] = []
+    for tp, batch in records.items():
+        if active is not None and tp not in active and tp not in buffered:
+            continue
+        track_end(tp, consumer.highwater(tp))
+        out.extend((tp, to_message(tp, record)) for record in batch)
+    return out

@@ -107,6 +107,10 @@ def update_of(event: resources.ResourceEvent, *, stored: bytes | None) -> Update
     )
 
 
+PARSED_CACHED = 100_000
+"""Decoded NetworkPolicy entries an ``assemble`` cache holds before it starts over."""
+
+
 def cluster_prefix(cluster: str) -> bytes:
     """The table key prefix of one cluster's entries (keys are ``<cluster>/<uid>``)."""
     return f"{cluster}/".encode()
@@ -117,8 +121,13 @@ def assemble(
     *,
     cluster: str,
     overlay: Update | None = None,
+    parsed: dict[bytes, tuple[bytes, Any]] | None = None,
 ) -> dict[str, Any]:
     """One cluster's inventory, ``{"networkPolicies": [...]}``, from table items.
+
+    ``parsed`` is a cache of decoded entries that the caller keeps between calls: an entry
+    whose stored value is the very same bytes object as last time is not decoded again (the
+    decoded entries are shared between inventories and must not be modified).
 
     ``entries`` may hold other clusters' items (they are skipped). ``overlay`` is a change
     that the table of this worker may not show yet: the worker that handled the NetworkPolicy
@@ -133,7 +142,18 @@ def assemble(
             items.pop(overlay.key, None)
         else:
             items[overlay.key] = overlay.value
-    return {NETWORK_POLICIES: [orjson.loads(items[key]) for key in sorted(items)]}
+    if parsed is None:
+        return {NETWORK_POLICIES: [orjson.loads(items[key]) for key in sorted(items)]}
+    if len(parsed) > PARSED_CACHED:
+        parsed.clear()
+    policies = []
+    for key in sorted(items):
+        raw = items[key]
+        cached = parsed.get(key)
+        if cached is None or cached[0] is not raw:
+            cached = parsed[key] = (raw, orjson.loads(raw))
+        policies.append(cached[1])
+    return {NETWORK_POLICIES: policies}
 
 
 def encode_update(update: Update) -> bytes:

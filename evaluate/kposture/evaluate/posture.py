@@ -9,8 +9,9 @@ update. Counts are kept per source partition so a rebalance (or a re-evaluation 
 drop and rebuild exactly one partition's share.
 
 The aggregates per scope are maintained incrementally: changes of contributions accumulate
-(and mostly cancel out) between two publications, then each net change updates the scopes it
-falls in and marks them dirty. Publishing "on change" builds snapshots of the dirty scopes
+(and mostly cancel out) between two publications, are netted per outcome key (an object's
+old and new contributions share most keys), then each net change of a key updates the scopes
+it falls in and marks them dirty. Publishing "on change" builds snapshots of the dirty scopes
 only, never of the whole tally (a fleet has tens of thousands of outcome keys, and rebuilding
 them every second cost more than evaluating). Controls and severity of *passing* checks are
 not kept per object; they come from the policy in force, and the scopes are rebuilt when the
@@ -50,6 +51,9 @@ CheckMeta = Callable[[str, str], tuple[common.Severity, tuple[str, ...]] | None]
 
 ROUTES_CACHED = 1_000_000
 """Outcome keys whose scopes are remembered (about as many as the tally holds)."""
+
+KEYS_CACHED = 100_000
+"""Distinct contributions whose outcome keys are remembered between publications."""
 
 _Scope = tuple[str, posture.Scope, str]  # (cluster, scope, scope key)
 _Route = tuple[common.Severity, tuple[_Scope, ...]] | tuple[()]
@@ -143,6 +147,8 @@ class Tally:
         self._scopes: dict[_Scope, _Counts] = {}
         self._dirty: set[_Scope] = set()
         self._published: dict[_Scope, tuple[object, ...]] = {}
+        # Objects alike share contributions, so their outcome keys are built once.
+        self._keys: dict[Contribution, tuple[_Key, ...]] = {}
 
     def use(self, meta: CheckMeta) -> None:
         """Take the policy in force: re-aggregate every scope with its checks' metadata."""
@@ -214,26 +220,38 @@ class Tally:
     def _aggregate(self) -> None:
         # Removals first: every count they take away is there, so no scope goes below zero
         # and a scope that empties out is one that nothing falls in any more.
-        pending = sorted(((c, n) for c, n in self._pending.items() if n), key=lambda item: item[1])
+        # An object that changed replaced one contribution by another that mostly holds the
+        # same outcomes: net the outcome keys first, so only the ones that moved reach scopes.
+        net: dict[_Key, int] = {}
+        get = net.get
+        keys_of = self._keys
+        for contribution, change in self._pending.items():
+            if change:
+                keys = keys_of.get(contribution)
+                if keys is None:
+                    if len(keys_of) >= KEYS_CACHED:
+                        keys_of.clear()
+                    keys = keys_of[contribution] = tuple(contribution.outcomes())
+                for key in keys:
+                    net[key] = get(key, 0) + change
         self._pending = collections.Counter()
         scopes = self._scopes
         dirty = self._dirty
-        for contribution, change in pending:
-            for key in contribution.outcomes():
-                route = self._routes.get(key)
-                if route is None:
-                    route = self._route(key)
-                if not route:
-                    continue  # the check left the policy; the sweep will drop it
-                severity, scopes_of_key = route
-                for where in scopes_of_key:
-                    counts = scopes.get(where)
-                    if counts is None:
-                        counts = scopes[where] = _Counts()
-                    counts.add(key.outcome, severity, change)
-                    if counts.empty():
-                        del scopes[where]
-                    dirty.add(where)
+        for key, change in sorted(((k, n) for k, n in net.items() if n), key=lambda i: i[1]):
+            route = self._routes.get(key)
+            if route is None:
+                route = self._route(key)
+            if not route:
+                continue  # the check left the policy; the sweep will drop it
+            severity, scopes_of_key = route
+            for where in scopes_of_key:
+                counts = scopes.get(where)
+                if counts is None:
+                    counts = scopes[where] = _Counts()
+                counts.add(key.outcome, severity, change)
+                if counts.empty():
+                    del scopes[where]
+                dirty.add(where)
 
     def _route(self, key: _Key) -> _Route:
         # Which scopes a key counts in, and with which severity: the same for every change of

@@ -19,6 +19,7 @@ from kposture.schemas import codec
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 _REQUIRED = ("specversion", "id", "source", "type")
+_KNOWN = frozenset({*_REQUIRED, "subject", "time"})
 
 
 class CloudEvent(msgspec.Struct, frozen=True):
@@ -106,16 +107,15 @@ def from_record(headers: Iterable[tuple[str, bytes]], value: bytes | None) -> Cl
             time = dt.datetime.fromisoformat(attrs["time"])
         except ValueError as exc:
             raise codec.DecodeError(f"ce_time is not RFC 3339: {exc}") from exc
-    known = {"specversion", "id", "source", "type", "subject", "time"}
     return CloudEvent(
         id=attrs["id"],
         source=attrs["source"],
         type=attrs["type"],
-        data=bytes(value),
+        data=value if type(value) is bytes else bytes(value),
         subject=attrs.get("subject", ""),
         time=time,
         datacontenttype=content_type or CONTENT_TYPE,
-        extensions={k: v for k, v in attrs.items() if k not in known},
+        extensions={k: v for k, v in attrs.items() if k not in _KNOWN},
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -44,9 +44,15 @@ class Topics:
         return True
 
 
+class Monitor:
+    def track_tp_end_offset(self, tp: Tp, offset: int) -> None:
+        pass
+
+
 class App:
     def __init__(self) -> None:
         self.topics = Topics()
+        self.monitor = Monitor()
         self.consumer_generation_id = 1
 
 
@@ -74,18 +80,35 @@ class FakeConsumer:
         self.acked: list[tuple[str, int, int]] = []
         self.delivered: list[tuple[str, int, int]] = []
         self._drain_messages = None
+        self._buffered_partitions: set[Tp] = set()
+        self.flow_active = True
+        self.should_stop = False
         self.fetched = 0
+        self.seeks = 0
 
-    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Tp, Message]]:  # noqa: ASYNC109 - faust's signature
+    async def _wait_next_records(
+        self,
+        timeout: float,  # noqa: ASYNC109 - faust's signature
+    ) -> tuple[dict[Tp, list[Message]], None]:
         if not self.fetches:
             self._stopped.flag = True
-            return
-        batch = self.fetches.pop(0)
+            return {}, None
+        fetched: dict[Tp, list[Message]] = {}
+        for message in self.fetches.pop(0):
+            fetched.setdefault(message.tp, []).append(message)
         self.fetched += 1
-        for message in batch:
-            yield message.tp, message
         if self.rebalance_after == self.fetched:
             self.app.consumer_generation_id += 1
+        return fetched, None
+
+    def _to_message(self, tp: Tp, record: Message) -> Message:
+        return record
+
+    def highwater(self, tp: Tp) -> int:
+        return 0
+
+    async def perform_seek(self) -> None:
+        self.seeks += 1
 
     async def callback(self, message: Message) -> None:
         self.delivered.append((message.topic, message.partition, message.offset))
@@ -156,6 +179,14 @@ def test_a_batch_fetched_across_a_rebalance_is_dropped_unacked() -> None:
     assert _run(consumer) == []
     assert consumer.acked == []
     assert consumer._read_offset[Tp(RESOURCES, 0)] is None  # the seek after recovery decides
+
+
+def test_records_fetched_while_the_flow_stopped_are_dropped_and_the_consumer_seeks() -> None:
+    consumer = FakeConsumer([[Message(RESOURCES, 0, 0)]])
+    consumer.flow_active = False
+    assert _run(consumer) == []
+    assert consumer.acked == []
+    assert consumer.seeks == 1
 
 
 def test_large_batches_are_handed_over_in_chunks() -> None:

@@ -144,6 +144,31 @@ def test_a_cluster_inventory_holds_only_that_cluster_in_key_order() -> None:
     assert inventory.assemble(reversed(list(table.items())), cluster="c1") == assembled
 
 
+def test_a_parse_cache_gives_the_same_inventory_and_sees_replaced_values() -> None:
+    """Entries are decoded once per stored value; a new value for a key is decoded again."""
+    table = table_after(
+        np_event(resources.Change.ADDED, name="b"),
+        np_event(resources.Change.ADDED, name="a", namespace="web"),
+    )
+    cache: dict[bytes, tuple[bytes, object]] = {}
+    first = inventory.assemble(table.items(), cluster="c1", parsed=cache)
+    assert first == inventory.assemble(table.items(), cluster="c1")
+    assert len(cache) == 2
+    again = inventory.assemble(table.items(), cluster="c1", parsed=cache)
+    assert [id(p) for p in again[inventory.NETWORK_POLICIES]] == [
+        id(p) for p in first[inventory.NETWORK_POLICIES]
+    ]
+    key = next(k for k, v in table.items() if b'"name":"b"' in v)
+    changed = orjson_loads(table[key])
+    changed["metadata"]["labels"] = {"edited": "yes"}
+    table[key] = orjson.dumps(changed)
+    after = inventory.assemble(table.items(), cluster="c1", parsed=cache)
+    assert after == inventory.assemble(table.items(), cluster="c1")
+    assert {"edited": "yes"} in [
+        p["metadata"].get("labels") for p in after[inventory.NETWORK_POLICIES]
+    ]
+
+
 def test_an_overlay_shows_a_change_the_table_does_not_have_yet() -> None:
     """The re-evaluation request's change is applied over a lagging table copy."""
     created = inventory.update_of(np_event(resources.Change.ADDED), stored=None)
