@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from kposture.cli.devenv import environment
-from kposture.evaluate import batching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -125,11 +124,9 @@ def test_bench_evaluate_with_kafka_reports_both_phases_of_the_faust_worker(
     assert completed.returncode == 0, completed.stderr[-3000:]
     measured = json.loads(output.read_text())["kafka"]
     cold, steady = measured["cold_load"], measured["evaluate"]
-    # Measuring starts once the worker handled its first records (at most one chunk of the
-    # fetch loop); the phases split at the 2,000 added events, exact up to one fetched batch.
-    assert 0 < cold["events"] <= 2000
-    assert steady["events"] >= 2000 - batching.HANDLE_AT_MOST
-    assert cold["events"] + steady["events"] <= 4000
+    # The phases split exactly at the 2,000 added events: every record counts in one of them.
+    assert cold["events"] == 2000
+    assert steady["events"] == 2000
     for phase in (cold, steady):
         assert phase["cpu_seconds"] > 0
         assert phase["events_per_cpu_second"] == pytest.approx(
