@@ -21,6 +21,7 @@ from kposture.cli.devenv import environment
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 BENCH_TIMEOUT_S = 540
+BURST_EVENTS = 2000
 REQUIRED = {
     "evaluate": {"events", "cpu_seconds", "events_per_cpu_second"},
     "detection_latency_ms": {"p50", "p99", "max"},
@@ -39,7 +40,18 @@ def bench_run(
     script = Path(sys.executable).with_name("kposture")
     output = workdir / "bench-report.json"
     completed = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
-        [str(script), "bench", "--objects", "20", "--duration", "15", "--output", str(output)],
+        [
+            str(script),
+            "bench",
+            "--objects",
+            "20",
+            "--duration",
+            "15",
+            "--burst-events",
+            str(BURST_EVENTS),
+            "--output",
+            str(output),
+        ],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -83,6 +95,25 @@ def test_the_pipeline_did_real_work_and_cleaned_up(
     assert report["ingest"]["objects_per_second"] > 0
     assert report["memory"]["evaluate_rss_bytes"] > 0
     assert report["cleanup"] == {"ok": True, "problems": []}
+
+
+def test_evaluate_cost_per_event_comes_from_the_burst_and_the_churn_window_is_kept(
+    bench_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], Path],
+) -> None:
+    """The burst's updates (and its cold load before them) all reached evaluate's commits."""
+    _, report, _ = bench_run
+    burst = report["evaluate"]
+    # Ingest may publish a resync or two meanwhile; nothing of the burst may be missing.
+    assert burst["events"] >= BURST_EVENTS
+    assert burst["cold_load"]["events"] >= BURST_EVENTS // 4
+    assert sum(burst["mix"].values()) == BURST_EVENTS
+    assert burst["caught_up"] is True
+    assert burst["events_per_cpu_second"] == pytest.approx(
+        burst["events"] / burst["cpu_seconds"], rel=0.01
+    )
+    churn = report["evaluate_churn_window"]
+    assert churn["events"] > 0
+    assert churn["cpu_seconds"] > 0
 
 
 def test_a_png_of_the_latency_distributions_is_written_next_to_the_report(

@@ -31,13 +31,12 @@ import orjson
 import typer
 
 from kposture.cli import topics_cmd
-from kposture.cli.benching import reporting, running, services
+from kposture.cli.benching import bursting, reporting, running, services
 from kposture.cli.devenv import processes
 from kposture.evaluate import app as evaluate_app
 from kposture.evaluate import benchmarking, synthetic
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
-from kposture.schemas import codec, envelope, resources, topics
 
 bench_app = typer.Typer(
     help="Benchmarks. Without a sub-command: the whole pipeline under multi-cluster load.",
@@ -62,6 +61,12 @@ _REMEDIATIONS = typer.Option(
     5, "--remediations", min=0, help="Deployments broken in an enforce namespace, per cluster."
 )
 _KEEP_LOGS = typer.Option(False, "--keep-logs", help="Keep the services' logs and config.")
+_BURST = typer.Option(
+    20_000,
+    "--burst-events",
+    min=0,
+    help="Synthetic updates published straight to evaluate after the churn (0: none).",
+)
 _REPORT = typer.Option(
     Path("bench-report.json"), "--output", "-o", help="The JSON report; the PNG goes next to it."
 )
@@ -79,6 +84,7 @@ def pipeline(
     output: Path = _REPORT,
     seed: int = _SEED,
     keep_logs: bool = _KEEP_LOGS,
+    burst_events: int = _BURST,
 ) -> None:
     """Run ingest, evaluate and remediate on the local environment under synthetic load.
 
@@ -94,6 +100,7 @@ def pipeline(
         remediations=remediations,
         seed=seed,
         keep_logs=keep_logs,
+        burst_events=burst_events,
     )
     try:
         outcome = running.run(options, say=lambda line: typer.echo(line, err=True))
@@ -162,37 +169,10 @@ async def run_kafka(
         added = synthetic.added(fleet)
         updates = [e for _, e in synthetic.updates(fleet, events, seed=seed + 2)]
         await kafka.create_topics(bench.kafka)
-        await _produce(bench, added + updates)
+        await bursting.produce(bench, added + updates)
         return await _consume(
             bench, cold=len(added), total=len(added) + len(updates), tracked=len(fleet.objects)
         )
-
-
-async def _produce(settings: settings_mod.Settings, stream: list[resources.ResourceEvent]) -> None:
-    producer = kafka.producer(settings.kafka, client_id="kposture-bench")
-    await producer.start()
-    try:
-        name = kafka.topic_name(settings.kafka, topics.Topic.RESOURCES)
-        pending = []
-        for event in stream:
-            wrapped = envelope.wrap(
-                event,
-                event_type=codec.resource_type(event.change),
-                source=f"kposture://{event.cluster}/ingest",
-                subject=event.ref.subject,
-            )
-            # Not ``kafka.publish``: it waits for each acknowledgement, one round trip a record.
-            pending.append(
-                await producer.send(
-                    name,
-                    value=wrapped.data,
-                    key=event.key.encode(),
-                    headers=kafka.record_headers(wrapped),
-                )
-            )
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
 
 
 async def _consume(

@@ -141,14 +141,18 @@ class Window:
     processed_start: int
     processed_end: int
 
+    def idle_rate(self) -> float:
+        """Evaluate's CPU seconds per second while it had nothing to do."""
+        return (self.idle_end.cpu_seconds - self.idle.cpu_seconds) / max(
+            self.idle_end.at - self.idle.at, 1e-9
+        )
+
     def evaluate(self) -> dict[str, Any]:
         """Events, CPU seconds and their ratio over the window; idle CPU and the cold load."""
         events = self.processed_end - self.processed_start
         cpu = self.end["evaluate"].cpu_seconds - self.start["evaluate"].cpu_seconds
         seconds = self.end["evaluate"].at - self.start["evaluate"].at
-        idle_rate = (self.idle_end.cpu_seconds - self.idle.cpu_seconds) / max(
-            self.idle_end.at - self.idle.at, 1e-9
-        )
+        idle_rate = self.idle_rate()
         busy = cpu - idle_rate * seconds
         cold_cpu = self.start["evaluate"].cpu_seconds - self.idle_end.cpu_seconds
         return {

@@ -1,0 +1,112 @@
+"""The burst phase of ``kposture bench``: evaluate's CPU per event when it has work queued.
+
+Under the churn of the bench (tens of writes per second) evaluate idles most of the time, so
+its CPU in the churn window is mostly the fixed cost of a running worker (timers, polls,
+commits), not the cost of an event. The burst measures the cost of an event: after the churn,
+the bench publishes a synthetic fleet (``kposture.evaluate.synthetic``: objects modelled on
+real manifests, under their own cluster names) straight onto the resources topic, first every
+object ``added`` (a cold load), then a mix of changed, status-only and resync updates, and
+reads the evaluate process's CPU time from ``/proc`` around each part, until evaluate has
+committed all of it. The records are produced by the bench process, never by evaluate, so
+their cost is not counted; evaluate's idle CPU rate (measured before ingest started) gives
+the ``less_idle`` figures for the moments it waited for records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from kposture.cli.benching import observing, services
+from kposture.evaluate import synthetic
+from kposture.runtime import kafka
+from kposture.runtime import settings as settings_mod
+from kposture.schemas import codec, envelope, resources, topics
+
+__all__ = ["burst", "produce"]
+
+_CATCH_UP_TIMEOUT_S = 300.0
+_CATCH_UP_POLL_S = 0.1
+
+
+async def produce(
+    settings: settings_mod.Settings, stream: Sequence[resources.ResourceEvent]
+) -> None:
+    """Publish ``stream`` to the resources topic as ingest would (CloudEvents, keyed)."""
+    producer = kafka.producer(settings.kafka, client_id="kposture-bench")
+    await producer.start()
+    try:
+        name = kafka.topic_name(settings.kafka, topics.Topic.RESOURCES)
+        pending = []
+        for event in stream:
+            wrapped = envelope.wrap(
+                event,
+                event_type=codec.resource_type(event.change),
+                source=f"kposture://{event.cluster}/ingest",
+                subject=event.ref.subject,
+            )
+            # Not ``kafka.publish``: it waits for each acknowledgement, one round trip a record.
+            pending.append(
+                await producer.send(
+                    name,
+                    value=wrapped.data,
+                    key=event.key.encode(),
+                    headers=kafka.record_headers(wrapped),
+                )
+            )
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def burst(
+    settings: settings_mod.Settings,
+    *,
+    evaluate: services.Service,
+    observer: observing.Observer,
+    objects: int,
+    events: int,
+    idle_cpu_per_second: float,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Publish a synthetic fleet and its updates; evaluate's CPU per event for each part."""
+    fleet = synthetic.fleet(objects, seed=seed)
+    added = synthetic.added(fleet)
+    mixed = list(synthetic.updates(fleet, events, seed=seed + 1))
+    cold = await _part(settings, added, evaluate, observer, idle_cpu_per_second)
+    updates = await _part(settings, [e for _, e in mixed], evaluate, observer, idle_cpu_per_second)
+    counts = {name: sum(1 for kind, _ in mixed if kind == name) for name, _ in synthetic.UPDATE_MIX}
+    return {**updates, "mix": counts, "objects": len(fleet.objects), "cold_load": cold}
+
+
+async def _part(
+    settings: settings_mod.Settings,
+    stream: Sequence[resources.ResourceEvent],
+    evaluate: services.Service,
+    observer: observing.Observer,
+    idle_cpu_per_second: float,
+) -> dict[str, Any]:
+    first = await observer.processed()
+    start = evaluate.sample()
+    await produce(settings, stream)
+    caught_up = await observer.wait_caught_up(
+        timeout_s=_CATCH_UP_TIMEOUT_S, poll_s=_CATCH_UP_POLL_S
+    )
+    end = evaluate.sample()
+    handled = await observer.processed() - first
+    cpu = end.cpu_seconds - start.cpu_seconds
+    seconds = end.at - start.at
+    busy = cpu - idle_cpu_per_second * seconds
+    return {
+        "events": handled,
+        "cpu_seconds": round(cpu, 3),
+        "events_per_cpu_second": _ratio(handled, cpu),
+        "wall_seconds": round(seconds, 2),
+        "events_per_cpu_second_less_idle": _ratio(handled, busy),
+        "caught_up": caught_up,
+    }
+
+
+def _ratio(events: int, cpu_seconds: float) -> float:
+    return round(events / cpu_seconds, 1) if cpu_seconds > 0 else 0.0
