@@ -205,7 +205,7 @@ class EvaluateApp:
         # Co-partitioned with resources, so the sweep of partition p may write p's table keys.
         self._sweep_topic = topic(f"{evaluate.app_id}-sweep", partitions=partitions, internal=True)
         objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
-        self._objects = objects.data
+        self._objects = _plain(objects)
         self._changelog = objects.changelog_topic.get_topic_name()
         self._namespaces = app.GlobalTable(
             "namespaces", partitions=partitions, key_type=bytes, value_type=bytes
@@ -369,7 +369,7 @@ class EvaluateApp:
         if not inventory.maintained(self.processor.needs_inventory(ref)):
             return None  # nearly every kind: no cross-object check, nothing to assemble
         return inventory.assemble(
-            self._network_policies.data.items(),
+            _plain(self._network_policies).items(),
             cluster=cluster,
             overlay=overlay,
             parsed=self._parsed_policies,
@@ -430,7 +430,7 @@ class EvaluateApp:
         if not namespace:
             return None
         ns_key = processing.namespace_key(cluster, namespace).encode()
-        raw = self._namespaces.data.get(ns_key)
+        raw = _plain(self._namespaces).get(ns_key)
         if raw is None:
             return None
         cached = self._parsed_namespaces.get(ns_key)
@@ -501,6 +501,14 @@ def _flush_before_commit(app: Any, publisher: publishing.Publisher | None) -> No
         await flush_faust()
 
     producer.flush = flush
+
+
+def _plain(table: Any) -> Any:
+    # The memory store keeps a plain dict: reading it directly skips two Python-level mapping
+    # layers per event (any other store is used through its mapping interface).
+    store = table.data
+    inner = getattr(store, "data", None)
+    return inner if isinstance(inner, dict) else store
 
 
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:
