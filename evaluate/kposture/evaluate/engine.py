@@ -12,6 +12,7 @@ evaluated: never remediate on it) and ``skip`` (the check's match excludes this 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -40,6 +41,11 @@ class CheckResult:
     path: str
     title: str = ""
     fix: baselines.Fix | None = None
+
+    @functools.cached_property
+    def ident(self) -> tuple[str, str]:
+        """``(baseline, check_id)``; one tuple per result, and results are mostly shared."""
+        return (self.baseline, self.check_id)
 
 
 class _Bound:
@@ -99,9 +105,15 @@ class _KindPlan:
     trie: projection.Trie | None
     template_path: tuple[str, ...] | None
     needs: frozenset[str] = frozenset()  # the inventory views its cross-object rules read
+    project: projection.Projector = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every event of the kind is projected: compile the trie once, with the plan.
+        object.__setattr__(self, "project", projection.compile(self.trie))
 
 
 _NO_PLAN = _KindPlan(rules=(), trie={}, template_path=None)
+_PLANS_SEEN = 4096  # (apiVersion, kind) pairs come from the stream: bound their cache
 
 
 class Engine:
@@ -115,6 +127,7 @@ class Engine:
         self.policies = tuple(policies)
         self._programs: dict[str, cel.Program] = {}
         self._plans: dict[tuple[str, str], _KindPlan] = {}
+        self._plans_seen: dict[tuple[str, str], _KindPlan] = {}  # by (apiVersion, kind)
         self._rules = [
             (policy, rule, self._compile(rule.validation), self._compile_optional(rule))
             for policy in self.policies
@@ -126,6 +139,7 @@ class Engine:
         )
         # Everything a result carries comes from the rules, so their repr identifies the set.
         self.fingerprint = projection.digest([[p.ref, repr(p.rules)] for p in self.policies])
+        self._digest = projection.digester(salt=self.fingerprint)
 
     @classmethod
     def from_refs(cls, refs: Iterable[str]) -> Engine:
@@ -145,12 +159,26 @@ class Engine:
         return self._compile(rule.message_expression) if rule.message_expression else None
 
     def _plan(self, api_version: str, kind: str) -> _KindPlan:
-        # The rules and projection of one kind, computed on first sight and then cached.
-        key = (workloads.group_of(api_version), kind)
-        plan = self._plans.get(key)
+        # The rules and projection of one kind, computed on first sight and then cached (also
+        # by apiVersion as written, which saves parsing out the group for every event).
+        plan = self._plans_seen.get((api_version, kind))
         if plan is None:
-            plan = self._plans[key] = self._make_plan(*key)
+            key = (workloads.group_of(api_version), kind)
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plans[key] = self._make_plan(*key)
+            if len(self._plans_seen) < _PLANS_SEEN:
+                self._plans_seen[api_version, kind] = plan
         return plan
+
+    def _plan_of(self, obj: Mapping[str, Any]) -> _KindPlan:
+        api_version = obj.get("apiVersion", "")
+        kind = obj.get("kind", "")
+        if type(api_version) is not str:
+            api_version = str(api_version)
+        if type(kind) is not str:
+            kind = str(kind)
+        return self._plan(api_version, kind)
 
     def _make_plan(self, group: str, kind: str) -> _KindPlan:
         template_path = workloads.TEMPLATE_PATHS.get((group, kind))
@@ -188,8 +216,7 @@ class Engine:
 
     def project(self, obj: Mapping[str, Any]) -> Any:
         """``obj`` reduced to the fields its checks read."""
-        plan = self._plan(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
-        return projection.project(obj, plan.trie)
+        return self._plan_of(obj).project(obj)
 
     def digest(self, obj: Mapping[str, Any]) -> str:
         """A content digest of what the checks read; unchanged digest, unchanged results.
@@ -211,8 +238,8 @@ class Engine:
             # Being adopted or orphaned turns the pod checks off or on. Appended only then, so
             # the digests of every other object (and their stored states) stay as they were.
             scope.append(True)
-        projected = self.project(obj)
-        return projection.digest([scope, projected], salt=self.fingerprint), projected
+        projected = self._plan_of(obj).project(obj)
+        return self._digest([scope, projected]), projected
 
     def evaluate(
         self,
@@ -229,11 +256,11 @@ class Engine:
         template, so its findings are reported once, on the top-level controller. Bare Pods
         and workloads keep them. ``projected`` is ``project(obj)`` when the caller has it.
         """
-        plan = self._plan(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        plan = self._plan_of(obj)
         if not plan.rules:
             return []
         if projected is None:
-            projected = projection.project(obj, plan.trie)
+            projected = plan.project(obj)
         view: Mapping[str, Any] | None = None
         if plan.template_path is not None:
             view = workloads.pod_view(projected, plan.template_path)
@@ -243,38 +270,46 @@ class Engine:
             object_activation["inventory"] = view_activation["inventory"] = inventory
         controlled = plan.template_path is not None and workloads.controlled_by_workload(obj)
         results: list[CheckResult] = []
+        append = results.append  # the loop below runs for every check of every event
         for bound in plan.rules:
             if bound.needs_inventory and inventory is None:
                 continue
-            is_view = bound.template_path is not None
-            if is_view and controlled:
-                results.append(bound.rolled_up)
-                continue
-            if is_view and view is None:
-                results.append(_result(bound, common.Result.SKIP, "the object has no pod template"))
-                continue
+            if bound.template_path is not None:
+                if controlled:
+                    append(bound.rolled_up)
+                    continue
+                if view is None:
+                    append(_result(bound, common.Result.SKIP, "the object has no pod template"))
+                    continue
+                activation = view_activation
+            else:
+                activation = object_activation
             if bound.scoped:
                 reason = _out_of_scope(bound.rule.check.match, obj, namespace_obj)
                 if reason is not None:
                     status = common.Result.ERROR if reason.startswith("!") else common.Result.SKIP
-                    results.append(_result(bound, status, reason.lstrip("!")))
+                    append(_result(bound, status, reason.lstrip("!")))
                     continue
-            results.append(_run(bound, view_activation if is_view else object_activation))
+            # Fast path: call the generated function directly; nearly every check returns a
+            # bool. Anything else goes through ``_settle``.
+            try:
+                verdict: object = bound.function(activation)
+            except Exception:  # noqa: BLE001 - ``_settle`` re-runs it and reports the error
+                verdict = None
+            if verdict is True:
+                append(bound.passed)
+            elif verdict is False and bound.message_program is None:
+                append(bound.failed)
+            else:
+                append(_settle(bound, activation))
         return results
 
 
-def _run(bound: _Bound, activation: Mapping[str, Any]) -> CheckResult:
-    # Fast path: call the generated function directly; nearly every check returns a bool.
-    # Anything else (an error, a non-bool) is re-run through ``Program.evaluate``, which
-    # turns it into the public conventions; evaluation is deterministic, so this is exact.
-    try:
-        verdict: object = bound.function(activation)
-    except Exception:  # noqa: BLE001 - re-run below, where errors get their CEL message
-        verdict = None
-    if verdict is True:
-        return bound.passed
-    if verdict is False and bound.message_program is None:
-        return bound.failed
+def _settle(bound: _Bound, activation: Mapping[str, Any]) -> CheckResult:
+    # The slow path, after the generated function did not simply return a bool (or returned
+    # False for a check with a message expression). It is re-run through ``Program.evaluate``,
+    # which turns errors and non-bools into the public conventions; evaluation is
+    # deterministic, so this is exact.
     try:
         verdict = bound.program.evaluate(activation)
     except cel.CelEvalError as exc:

@@ -20,11 +20,13 @@ from typing import Any
 import msgspec
 import orjson
 
-from kposture.evaluate import policy_store, posture, storing, tracking
+from kposture.evaluate import engine, policy_store, posture, storing, tracking
 from kposture.schemas import codec, common, deadletter, envelope, findings, resources, topics
 
 SERVICE = "evaluate"
-_BAD = (common.Result.FAIL, common.Result.ERROR)
+_PASS = common.Result.PASS
+_FAIL = common.Result.FAIL
+_ERROR = common.Result.ERROR
 Clock = Callable[[], dt.datetime]
 
 
@@ -103,15 +105,16 @@ class Processor:
         ``inventory`` holds the views that ``needs_inventory`` names for this object's kind
         (``None`` for kinds without cross-object checks, which then do not run).
         """
-        now = self.clock()
         if event.change is resources.Change.DELETED:
             if previous is None:
                 return Step(None, [])
+            self._retally(previous, None)
+            if not previous.open:
+                return Step(None, [])
             context = self._context(
-                event.cluster, event.ref, event.object, namespace_obj, now, event.observed_at
+                event.cluster, event.ref, event.object, namespace_obj, event.observed_at
             )
             outcome = tracking.gone(previous.open, context)
-            self._retally(previous, None)
             return Step(None, self._publish(outcome.transitions))
         return self._evaluate(
             event.cluster,
@@ -121,7 +124,6 @@ class Processor:
             previous=previous,
             partition=partition,
             namespace_obj=namespace_obj,
-            now=now,
             source_digest=event.digest,
             inventory=inventory,
         )
@@ -151,7 +153,6 @@ class Processor:
             previous=previous,
             partition=previous.partition,
             namespace_obj=namespace_obj,
-            now=self.clock(),
             source_digest=previous.source_digest,
             inventory=inventory,
         )
@@ -166,7 +167,6 @@ class Processor:
         previous: ObjectState | None,
         partition: int,
         namespace_obj: Mapping[str, Any] | None,
-        now: dt.datetime,
         source_digest: str,
         inventory: Mapping[str, Any] | None = None,
     ) -> Step:
@@ -176,7 +176,9 @@ class Processor:
             # Cross-object verdicts depend on the inventory as much as on the object: a new or
             # deleted NetworkPolicy must get past both "unchanged" shortcuts below.
             salt += _inventory_salt(inventory)
-        context = self._context(cluster, ref, obj, namespace_obj, now, observed_at)
+        # The tracking context (owner, exposure) is built only for an object with findings,
+        # open or new: without either, ``refresh`` and ``track`` have nothing to do, and that
+        # is the case of most events.
         if (
             previous is not None
             and source_digest
@@ -187,6 +189,9 @@ class Processor:
             # The same object under the same policy (an anti-entropy resync, a redelivery):
             # skip projecting, compressing and rewriting it; only time and exceptions can
             # have changed a finding.
+            if not previous.open:
+                return Step(previous, [], changed=False)
+            context = self._context(cluster, ref, obj, namespace_obj, observed_at)
             outcome = tracking.refresh(previous.open, context)
             if not outcome.transitions and outcome.open == previous.open:
                 return Step(previous, [], changed=False)
@@ -197,24 +202,22 @@ class Processor:
         digest = f"{content}.{salt}"
         before = previous.open if previous is not None else ()
         if previous is not None and previous.digest == digest:
-            outcome = tracking.refresh(before, context)
             passed = previous.passed
+            if before:
+                context = self._context(cluster, ref, obj, namespace_obj, observed_at)
+                outcome = tracking.refresh(before, context)
+            else:
+                outcome = tracking.Outcome(open=(), transitions=[])
         else:
             results = policy.engine.evaluate(
                 obj, namespace_obj=namespace_obj, inventory=inventory, projected=projected
             )
-            # A passing verdict of a check that is not open changes nothing in ``track``, and
-            # most verdicts are such passes: only convert the ones that can matter.
-            opened = {finding.ident for finding in before}
-            verdicts = [
-                tracking.Verdict.of(r)
-                for r in results
-                if r.result in _BAD or (r.baseline, r.check_id) in opened
-            ]
-            outcome = tracking.track(before, verdicts, context)
-            passed = tuple(
-                (r.baseline, r.check_id) for r in results if r.result is common.Result.PASS
-            )
+            passed, verdicts = _sort_results(results, before)
+            if before or verdicts:
+                context = self._context(cluster, ref, obj, namespace_obj, observed_at)
+                outcome = tracking.track(before, verdicts, context)
+            else:
+                outcome = tracking.Outcome(open=(), transitions=[])
         state = ObjectState(
             cluster=cluster,
             ref=ref,
@@ -230,22 +233,25 @@ class Processor:
         self._retally(previous, state)
         return Step(state, self._publish(outcome.transitions))
 
-    def _context(  # noqa: PLR0917 - private helper, called twice with the same order
+    def _context(
         self,
         cluster: str,
         ref: common.ObjectRef,
         obj: Mapping[str, Any],
         namespace_obj: Mapping[str, Any] | None,
-        now: dt.datetime,
         observed_at: dt.datetime,
     ) -> tracking.Context:
+        """What ``tracking`` needs about the object; built only for objects with findings.
+
+        It reads the clock too: most events have no finding to track, so they never do.
+        """
         labels = (obj.get("metadata") or {}).get("labels") or {}
         return tracking.Context(
             cluster=cluster,
             ref=ref,
-            labels=labels if isinstance(labels, Mapping) else {},
+            labels=labels if type(labels) is dict or isinstance(labels, Mapping) else {},
             observed_at=observed_at,
-            now=now,
+            now=self.clock(),
             owner=tracking.owner_of(obj, namespace_obj),
             exposure=tracking.exposure_of(obj, namespace_obj),
             waivers=self.policy.waivers,
@@ -253,8 +259,18 @@ class Processor:
 
     def _retally(self, old: ObjectState | None, new: ObjectState | None) -> None:
         holder = new if new is not None else old
-        if holder is not None:
-            self.tally.replace(holder.partition, _contribution(old), _contribution(new))
+        if holder is None:
+            return
+        if (
+            old is not None
+            and new is not None
+            and old.passed == new.passed
+            and old.open == new.open
+            and old.cluster == new.cluster
+            and old.ref.namespace == new.ref.namespace
+        ):
+            return  # equal contributions, which ``Tally.replace`` would ignore
+        self.tally.replace(holder.partition, _contribution(old), _contribution(new))
 
     def retally(self, states: Iterable[ObjectState], *, partition: int) -> None:
         """Rebuild one partition's posture from the table (after recovery or a sweep)."""
@@ -350,14 +366,54 @@ def namespace_key(cluster: str, namespace: str) -> str:
 def _namespace_salt(namespace_obj: Mapping[str, Any] | None) -> str:
     # namespaceSelector matches read the namespace's labels: a label change must re-evaluate.
     labels = ((namespace_obj or {}).get("metadata") or {}).get("labels") or {}
-    salt = hashlib.blake2b(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS), digest_size=8)
-    return salt.hexdigest()
+    data = orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)
+    # Every event pays this, and a fleet has few distinct namespace labels: remember them.
+    salt = _SALTS.get(data)
+    if salt is None:
+        salt = hashlib.blake2b(data, digest_size=8).hexdigest()
+        if len(_SALTS) >= _SALTS_KEPT:
+            _SALTS.clear()
+        _SALTS[data] = salt
+    return salt
+
+
+_SALTS: dict[bytes, str] = {}
+_SALTS_KEPT = 4096
 
 
 def _inventory_salt(inventory: Mapping[str, Any]) -> str:
     # Prefixed so a state digest with an inventory never ends like one without.
     data = orjson.dumps(inventory, option=orjson.OPT_SORT_KEYS)
     return "i" + hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _sort_results(
+    results: list[engine.CheckResult], before: tuple[tracking.OpenFinding, ...]
+) -> tuple[tuple[tuple[str, str], ...], list[tracking.Verdict]]:
+    """The passing checks, and the verdicts that ``track`` needs, in the results' order.
+
+    A passing verdict of a check that is not open changes nothing in ``track``, and most
+    verdicts are such passes: only the failing and erroring ones, and those of open checks,
+    are converted.
+    """
+    if not before:
+        # The common case, in two comprehensions (cheaper than one loop with appends).
+        return (
+            tuple([r.ident for r in results if r.result is _PASS]),
+            [tracking.Verdict.of(r) for r in results if r.result is _FAIL or r.result is _ERROR],
+        )
+    passed: list[tuple[str, str]] = []
+    verdicts: list[tracking.Verdict] = []
+    opened = {finding.ident for finding in before}
+    for result in results:
+        status = result.result
+        if status is _PASS:
+            passed.append(result.ident)
+            if result.ident in opened:
+                verdicts.append(tracking.Verdict.of(result))
+        elif status is _FAIL or status is _ERROR or result.ident in opened:
+            verdicts.append(tracking.Verdict.of(result))
+    return tuple(passed), verdicts
 
 
 def _contribution(state: ObjectState | None) -> posture.Contribution | None:

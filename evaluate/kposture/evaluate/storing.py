@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -67,6 +67,21 @@ class _Static(msgspec.Struct, frozen=True):
     fix_risk: findings.Risk | None
 
 
+class _Facts(NamedTuple):
+    """What a check's findings share on objects of one kind (``_Static`` with the real path)."""
+
+    title: str
+    controls: tuple[str, ...]
+    message: str
+    path: str  # in the object itself, under its pod template for podSpec checks
+    fix_risk: findings.Risk | None
+
+
+_NO_FACTS = _Facts("", (), "", "", None)
+_OUTCOMES_KEPT = 4096  # bounded: distinct outcomes (of a kind), not objects
+_KINDS_KEPT = 256  # (apiVersion, kind) pairs come from the stream
+
+
 class Codebook:
     """The checks of one policy, in a fixed order, with what their findings share."""
 
@@ -77,9 +92,23 @@ class Codebook:
         self.static = dict(entries)
         self.position = {ident: n for n, ident in enumerate(self.idents)}
         self._passed: dict[int, tuple[tuple[str, str], ...]] = {}
+        self._masks: dict[tuple[tuple[str, str], ...], int | None] = {}
+        self._facts: dict[tuple[str, str], dict[tuple[str, str], _Facts]] = {}
 
     def mask(self, passed: Iterable[tuple[str, str]]) -> int | None:
         """The bitmask of ``passed``; ``None`` if a check is not in this policy."""
+        if type(passed) is not tuple:
+            return self._mask(passed)
+        # Objects of a kind pass alike, and every state written needs its mask: remember them.
+        try:
+            return self._masks[passed]
+        except KeyError:
+            bits = self._masks[passed] = self._mask(passed)
+            if len(self._masks) > _OUTCOMES_KEPT:
+                self._masks.clear()
+            return bits
+
+    def _mask(self, passed: Iterable[tuple[str, str]]) -> int | None:
         bits = 0
         for ident in passed:
             position = self.position.get(ident)
@@ -88,12 +117,30 @@ class Codebook:
             bits |= 1 << position
         return bits
 
+    def facts(self, api_version: str, kind: str) -> dict[tuple[str, str], _Facts]:
+        """What the findings of each check share on objects of ``kind``, by check."""
+        found = self._facts.get((api_version, kind))
+        if found is None:
+            found = {
+                ident: _Facts(
+                    static.title,
+                    static.controls,
+                    static.message,
+                    _real_path(static, api_version, kind),
+                    static.fix_risk,
+                )
+                for ident, static in self.static.items()
+            }
+            if len(self._facts) < _KINDS_KEPT:
+                self._facts[api_version, kind] = found
+        return found
+
     def unmask(self, bits: int) -> tuple[tuple[str, str], ...]:
         """The passing checks of a bitmask (shared tuples: objects of a kind pass alike)."""
         found = self._passed.get(bits)
         if found is None:
             found = tuple(i for n, i in enumerate(self.idents) if bits >> n & 1)
-            if len(self._passed) < 4096:  # bounded: distinct outcomes, not objects
+            if len(self._passed) < _OUTCOMES_KEPT:
                 self._passed[bits] = found
         return found
 
@@ -179,7 +226,8 @@ def encode_object(obj: Mapping[str, Any]) -> bytes:
     (more than evaluating most kinds) and saves only ~300 bytes of a typical one.
     """
     if "status" in obj:
-        obj = {key: value for key, value in obj.items() if key != "status"}
+        obj = dict(obj)
+        del obj["status"]
     return _ENCODER.encode(obj)
 
 
@@ -199,7 +247,7 @@ def encode(state: ObjectState) -> bytes:
         source_digest=state.source_digest,
         passed=bits,
         passed_list=state.passed if bits is None else (),
-        open=tuple(_compact(f, book, ref.api_version, ref.kind) for f in state.open),
+        open=_compact_all(state.open, book, ref.api_version, ref.kind) if state.open else (),
     )
     return _ENCODER.encode(stored)
 
@@ -228,45 +276,42 @@ def decode(data: bytes) -> ObjectState:
         object=stored.object,
         source_digest=stored.source_digest,
         passed=passed,
-        open=tuple(_expand(c, book, api_version, kind) for c in stored.open),
+        open=_expand_all(stored.open, book, api_version, kind) if stored.open else (),
     )
-
-
-_REAL_PATHS: dict[tuple[str, str, str], str] = {}
 
 
 def _real_path(static: _Static, api_version: str, kind: str) -> str:
     if not static.pod_spec:
         return static.path
-    # Paths depend only on (check path, apiVersion, kind), and every finding of every event
-    # needs one twice (encode and decode): remember them (bounded by checks x kinds).
-    ident = (static.path, api_version, kind)
-    found = _REAL_PATHS.get(ident)
-    if found is None:
-        template = workloads.TEMPLATE_PATHS.get((workloads.group_of(api_version), kind), ())
-        found = workloads.real_path(static.path, template)
-        if len(_REAL_PATHS) < 65_536:  # apiVersion and kind come from the stream: bound it
-            _REAL_PATHS[ident] = found
-    return found
+    template = workloads.TEMPLATE_PATHS.get((workloads.group_of(api_version), kind), ())
+    return workloads.real_path(static.path, template)
 
 
-def _compact(
-    finding: tracking.OpenFinding, book: Codebook | None, api_version: str, kind: str
-) -> _Compact:
-    static = book.static.get(finding.ident) if book is not None else None
+def _compact_all(
+    open_findings: Iterable[tracking.OpenFinding],
+    book: Codebook | None,
+    api_version: str,
+    kind: str,
+) -> tuple[_Compact, ...]:
+    facts = book.facts(api_version, kind) if book is not None else {}
+    return tuple(_compact(finding, facts) for finding in open_findings)
+
+
+def _compact(finding: tracking.OpenFinding, facts: Mapping[tuple[str, str], _Facts]) -> _Compact:
+    shared = facts.get((finding.baseline, finding.check))
     message: str | None = finding.message
     path: str | None = finding.path
-    if static is not None and (
-        static.title == finding.title
-        and static.controls == finding.controls
-        and static.fix_risk == finding.fix_risk
+    if shared is not None and (
+        shared.title == finding.title
+        and shared.controls == finding.controls
+        and shared.fix_risk == finding.fix_risk
     ):
-        message = None if finding.message == static.message else message
-        path = None if finding.path == _real_path(static, api_version, kind) else path
-    else:
-        # Not from this codebook (cannot happen for states the processor built): keep the
-        # texts that are not otherwise stored in the message, losing only title and controls.
-        message = finding.message
+        if message == shared.message:
+            message = None
+        if path == shared.path:
+            path = None
+    # Otherwise (not from this codebook, which cannot happen for states the processor built)
+    # the texts that are not otherwise stored are kept, losing only title and controls.
     return (
         finding.baseline,
         finding.check,
@@ -281,27 +326,30 @@ def _compact(
     )
 
 
-def _expand(
-    compact: _Compact, book: Codebook | None, api_version: str, kind: str
-) -> tracking.OpenFinding:
+def _expand_all(
+    compacts: Iterable[_Compact], book: Codebook | None, api_version: str, kind: str
+) -> tuple[tracking.OpenFinding, ...]:
+    facts = book.facts(api_version, kind) if book is not None else {}
+    return tuple(_expand(compact, facts) for compact in compacts)
+
+
+def _expand(compact: _Compact, facts: Mapping[tuple[str, str], _Facts]) -> tracking.OpenFinding:
     baseline, check, version, severity, result, message, path, priority, first_seen, waiver = (
         compact
     )
-    static = book.static.get((baseline, check)) if book is not None else None
-    if static is None:
-        static = _Static("", (), "", "", pod_spec=False, fix_risk=None)
+    title, controls, shared_message, shared_path, fix_risk = facts.get((baseline, check), _NO_FACTS)
     return tracking.OpenFinding(
         baseline=baseline,
         check=check,
         baseline_version=version,
-        title=static.title,
-        controls=static.controls,
+        title=title,
+        controls=controls,
         severity=severity,
         result=result,
-        message=static.message if message is None else message,
-        path=_real_path(static, api_version, kind) if path is None else path,
+        message=shared_message if message is None else message,
+        path=shared_path if path is None else path,
         priority=priority,
         first_seen=first_seen,
         waiver=waiver,
-        fix_risk=static.fix_risk,
+        fix_risk=fix_risk,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import msgspec
 
@@ -173,7 +173,7 @@ def exposure_of(obj: Mapping[str, Any], namespace_obj: Mapping[str, Any] | None)
     """
     kind = obj.get("kind")
     raw_spec = obj.get("spec")
-    spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, Mapping) else {}
+    spec: Mapping[str, Any] = raw_spec if _is_mapping(raw_spec) else {}
     exposed = kind == "Ingress" or (
         kind == "Service" and spec.get("type") in _EXPOSED_SERVICE_TYPES
     )
@@ -234,13 +234,21 @@ def track(
 
 def refresh(previous: Sequence[OpenFinding], context: Context) -> Outcome:
     """Re-apply exceptions and priority to unchanged findings (an exception expired, say)."""
-    if not context.waivers and all(
-        finding.waiver is None and finding.priority == priority(finding.severity, context.exposure)
-        for finding in previous
-    ):
-        # The common case (a resync, a status update): no exception can apply and the
-        # priority is the same, so ``track`` would rebuild every finding equal to itself.
-        return Outcome(open=tuple(previous), transitions=[])
+    if not context.waivers:
+        exposure = context.exposure
+        scores: dict[common.Severity, int] = {}  # priority by severity, for this exposure
+        for finding in previous:
+            if finding.waiver is not None:
+                break
+            score = scores.get(finding.severity)
+            if score is None:
+                score = scores[finding.severity] = priority(finding.severity, exposure)
+            if finding.priority != score:
+                break
+        else:
+            # The common case (a resync, a status update): no exception can apply and the
+            # priority is the same, so ``track`` would rebuild every finding equal to itself.
+            return Outcome(open=tuple(previous), transitions=[])
     return track(previous, [Verdict.still(finding) for finding in previous], context)
 
 
@@ -366,9 +374,14 @@ def _record(
     )
 
 
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    # ``isinstance`` against the ABC is slow, and the objects here are (almost) always dicts.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    return labels if isinstance(labels, Mapping) else {}
+    return labels if _is_mapping(labels) else {}
 
 
 def _pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -380,8 +393,8 @@ def _pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     elif kind != "Pod":
         path = ("spec", "template", "spec")
     for key in path:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
+        node = node.get(key) if _is_mapping(node) else None
+    return node if _is_mapping(node) else {}
 
 
 def _on_host_network(spec: Mapping[str, Any]) -> bool:
@@ -389,6 +402,6 @@ def _on_host_network(spec: Mapping[str, Any]) -> bool:
         return True
     for container in spec.get("containers") or ():
         for port in (container or {}).get("ports") or ():
-            if isinstance(port, Mapping) and port.get("hostPort"):
+            if _is_mapping(port) and port.get("hostPort"):
                 return True
     return False

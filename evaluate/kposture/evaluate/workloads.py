@@ -102,7 +102,9 @@ def controlled_by_workload(obj: Mapping[str, Any]) -> bool:
     or its pods would get no pod checks at all.
     """
     for reference in (obj.get("metadata") or {}).get("ownerReferences") or ():
-        if not isinstance(reference, Mapping) or reference.get("controller") is not True:
+        if type(reference) is not dict and not isinstance(reference, Mapping):
+            continue
+        if reference.get("controller") is not True:
             continue
         owner = (group_of(str(reference.get("apiVersion", ""))), str(reference.get("kind", "")))
         if owner in TEMPLATE_PATHS:

@@ -1,0 +1,240 @@
+"""The stream processor's fast paths give exactly what the straightforward code gives.
+
+Compiled projections against the generic walk, the seeded digest against ``digest``, the
+codebook's cached facts against a table round trip, and the lazily built tracking context
+against the findings it must still produce.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from kposture.evaluate import policy_store, processing, projection, storing, synthetic, tracking
+from kposture.schemas import common, findings, resources
+
+T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+KEYS = ("a", "b", "c", "*", projection.PRESENT, "spec")
+
+
+class View(Mapping[str, Any]):
+    """A mapping that is not a dict (the projection must treat it like one)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def random_trie(rng: random.Random, depth: int) -> projection.Trie:
+    if depth == 0 or rng.random() < 0.3:
+        return {}
+    return {rng.choice(KEYS): random_trie(rng, depth - 1) for _ in range(rng.randint(1, 3))}
+
+
+def random_value(rng: random.Random, depth: int) -> Any:
+    roll = rng.random()
+    if depth == 0 or roll < 0.2:
+        return rng.choice([1, "s", None, True, 2.5])
+    if roll < 0.6:
+        entries = {rng.choice(KEYS): random_value(rng, depth - 1) for _ in range(rng.randint(0, 4))}
+        return View(entries) if roll < 0.25 else entries
+    if roll < 0.65:
+        return tuple(random_value(rng, depth - 1) for _ in range(rng.randint(0, 3)))
+    return [random_value(rng, depth - 1) for _ in range(rng.randint(0, 3))]
+
+
+def shape(value: Any) -> Any:
+    """The value with its types and key order made comparable."""
+    if isinstance(value, Mapping):
+        return ("map", type(value).__name__, [(key, shape(sub)) for key, sub in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [shape(item) for item in value])
+    return ("value", repr(value))
+
+
+def test_compiled_projections_equal_the_generic_walk() -> None:
+    """Same values, same key order, same container types, for arbitrary tries and values."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        trie = None if rng.random() < 0.05 else random_trie(rng, 4)
+        compiled = projection.compile(trie)
+        for _ in range(4):
+            value = random_value(rng, 5)
+            assert shape(compiled(value)) == shape(projection.project(value, trie))
+
+
+def test_the_seeded_digest_equals_digest() -> None:
+    rng = random.Random(3)
+    digest = projection.digester(salt="fingerprint")
+    for obj in synthetic.fleet(200, seed=rng.randrange(99)).objects:
+        assert digest(obj) == projection.digest(obj, salt="fingerprint")
+
+
+@pytest.fixture(scope="module")
+def policy() -> policy_store.PolicySet:
+    return policy_store.PolicyStore(["pss-restricted", "cis-1.12"]).build()
+
+
+def test_engine_digests_are_those_of_the_generic_projection(
+    policy: policy_store.PolicySet,
+) -> None:
+    """Stored digests must not move: a new digest re-evaluates the whole inventory."""
+    engine = policy.engine
+    for obj in synthetic.fleet(400, seed=5).objects:
+        digest, projected = engine.digest_and_projection(obj)
+        plan = engine._plan(obj["apiVersion"], obj["kind"])
+        expected = projection.project(obj, plan.trie)
+        assert shape(projected) == shape(expected)
+        metadata = obj["metadata"]
+        scope: list[Any] = [metadata.get("namespace"), metadata.get("labels")]
+        if any(r.get("controller") for r in metadata.get("ownerReferences", ())):
+            scope.append(True)
+        assert digest == projection.digest([scope, expected], salt=engine.fingerprint)
+
+
+def open_finding(**changes: Any) -> tracking.OpenFinding:
+    fields: dict[str, Any] = {
+        "baseline": "pss-restricted",
+        "check": "privileged",
+        "baseline_version": "v1.30",
+        "title": "",
+        "controls": (),
+        "severity": common.Severity.HIGH,
+        "result": common.Result.FAIL,
+        "message": "",
+        "path": "",
+        "priority": 60,
+        "first_seen": T0,
+    }
+    fields.update(changes)
+    return tracking.OpenFinding(**fields)
+
+
+def test_states_with_unusual_findings_survive_the_table_encoding(
+    policy: policy_store.PolicySet,
+) -> None:
+    """Static texts come back from the codebook; anything else is stored as it is."""
+    processor = processing.Processor(policy, clock=lambda: T0)  # registers the codebook
+    book = storing._CODEBOOKS[policy.fingerprint]
+    static = book.static["pss-restricted", "privileged"]
+    path = "spec.template." + static.path
+    usual = open_finding(
+        title=static.title,
+        controls=static.controls,
+        message=static.message,
+        path=path,
+        fix_risk=static.fix_risk,
+    )
+    waiver = findings.Waiver(name="w", reason="r", owner="o", ticket="t", expires=None)
+    opened = (
+        usual,
+        open_finding(
+            check="hostPorts",
+            title=book.static["pss-restricted", "hostPorts"].title,
+            controls=book.static["pss-restricted", "hostPorts"].controls,
+            message="port 80 is a host port",
+            path="spec.template.spec.containers[0].ports",
+            fix_risk=book.static["pss-restricted", "hostPorts"].fix_risk,
+            waiver=waiver,
+        ),
+        open_finding(check="not-in-the-policy", message="kept", path="kept.path"),
+    )
+    ref = common.ObjectRef(api_version="apps/v1", kind="Deployment", name="d", uid="u")
+    state = storing.ObjectState(
+        cluster="c1",
+        ref=ref,
+        partition=3,
+        digest="d",
+        fingerprint=policy.fingerprint,
+        observed_at=T0,
+        object=storing.encode_object({"kind": "Deployment", "status": {"x": 1}}),
+        passed=(book.idents[0], book.idents[2]),
+        open=opened,
+    )
+    data = processing.encode_state(state)
+    decoded = processing.decode_state(data)
+    assert decoded.open[:2] == opened[:2]
+    # Not in the codebook: the varying texts are kept, title and controls are not stored.
+    assert (decoded.open[2].message, decoded.open[2].path) == ("kept", "kept.path")
+    assert decoded.passed == state.passed
+    assert decoded.load_object() == {"kind": "Deployment"}
+    assert processing.encode_state(decoded) == data
+    assert processor.policy is policy
+
+
+def pod_event(*, privileged: bool, version: int, namespace: str = "shop") -> Any:
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": namespace, "resourceVersion": str(version)},
+        "spec": {"containers": [{"name": "c", "securityContext": {"privileged": privileged}}]},
+    }
+    ref = common.ObjectRef(api_version="v1", kind="Pod", name="p", uid="u1", namespace=namespace)
+    return resources.ResourceEvent(
+        cluster="c1",
+        change=resources.Change.MODIFIED,
+        ref=ref,
+        object=obj,
+        digest=synthetic.source_digest(obj),
+        observed_at=T0,
+    )
+
+
+def test_open_findings_still_follow_the_namespace_criticality(
+    policy: policy_store.PolicySet,
+) -> None:
+    """The context is built only for objects with findings, and then it is exact."""
+    reads: list[dt.datetime] = []
+
+    def clock() -> dt.datetime:
+        reads.append(T0)
+        return T0
+
+    processor = processing.Processor(policy, clock=clock)
+    namespace: dict[str, Any] = {"metadata": {"name": "shop", "labels": {}}}
+    first = processor.on_resource(
+        pod_event(privileged=True, version=1), previous=None, partition=0, namespace_obj=namespace
+    )
+    assert first.outputs
+    assert first.state is not None
+    before = {f.check: f.priority for f in first.state.open}
+    namespace = {"metadata": {"name": "shop", "labels": {tracking.CRITICALITY_LABEL: "critical"}}}
+    again = processor.on_resource(
+        pod_event(privileged=True, version=1),
+        previous=first.state,
+        partition=0,
+        namespace_obj=namespace,
+    )
+    assert again.state is not None
+    after = {f.check: f.priority for f in again.state.open}
+    assert after == {check: min(100, score + 15) for check, score in before.items()}
+    assert {o.event.type for o in again.outputs} == {"io.kposture.finding.updated.v1"}
+
+    # An object without findings needs no context: the clock is not even read.
+    reads.clear()
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}}
+    event = resources.ResourceEvent(
+        cluster="c1",
+        change=resources.Change.ADDED,
+        ref=common.ObjectRef(api_version="v1", kind="ConfigMap", name="c", uid="u2"),
+        object=config,
+        digest=synthetic.source_digest(config),
+        observed_at=T0,
+    )
+    clean = processor.on_resource(event, previous=None, partition=0, namespace_obj=None)
+    assert clean.state is not None
+    assert not clean.state.open
+    assert not clean.outputs
+    assert not reads
