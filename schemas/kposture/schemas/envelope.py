@@ -8,7 +8,7 @@ JSON payload itself, so consumers that ignore CloudEvents still read plain JSON.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -56,6 +56,18 @@ class CloudEvent(msgspec.Struct, frozen=True):
         return out
 
 
+def new_id() -> str:
+    """A random (version 4) UUID in its canonical text form, for the CloudEvent ``id``.
+
+    The same as ``str(uuid.uuid4())``, in half the time: one id per published record.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def wrap(
     model: Any,
     *,
@@ -70,7 +82,7 @@ def wrap(
     if codec.EVENT_TYPES.get(event_type) is not type(model):
         raise ValueError(f"{type(model).__name__} cannot be sent as {event_type!r}")
     return CloudEvent(
-        id=event_id or str(uuid.uuid4()),
+        id=event_id or new_id(),
         source=source,
         type=event_type,
         subject=subject,

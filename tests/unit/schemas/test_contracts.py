@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +270,14 @@ def test_topic_catalogue_has_every_topic_with_the_right_cleanup_policy() -> None
     compacted = {t for t, s in specs.items() if s.cleanup_policy == "compact"}
     assert compacted == {topics.Topic.RESOURCES, topics.Topic.BASELINES, topics.Topic.REMEDIATIONS}
     assert specs[topics.Topic.AUDIT].partitions == 1
+
+
+def test_event_ids_are_distinct_random_uuids_in_canonical_form() -> None:
+    """``new_id`` makes what ``str(uuid.uuid4())`` makes: version 4, RFC 4122 variant."""
+    ids = [envelope.new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
