@@ -74,10 +74,42 @@ async def burst(
     fleet = synthetic.fleet(objects, seed=seed)
     added = synthetic.added(fleet)
     mixed = list(synthetic.updates(fleet, events, seed=seed + 1))
+    rss_before = evaluate.sample().rss_bytes
     cold = await _part(settings, added, evaluate, observer, idle_cpu_per_second)
     updates = await _part(settings, [e for _, e in mixed], evaluate, observer, idle_cpu_per_second)
+    rss_after = evaluate.sample().rss_bytes
     counts = {name: sum(1 for kind, _ in mixed if kind == name) for name, _ in synthetic.UPDATE_MIX}
-    return {**updates, "mix": counts, "objects": len(fleet.objects), "cold_load": cold}
+    return {
+        **updates,
+        "mix": counts,
+        "objects": len(fleet.objects),
+        "cold_load": cold,
+        "rss_growth_bytes": rss_after - rss_before,
+    }
+
+
+def memory(burst: dict[str, Any], window: dict[str, Any]) -> dict[str, Any]:
+    """Memory per tracked object from the burst's objects, which outnumber the churn's.
+
+    The window's RSS growth over a few hundred objects is mostly evaluate's fixed costs; the
+    burst adds thousands of objects to a warm worker, so its growth per object is the
+    marginal cost of tracking one more (table entry, changelog batches, caches). The window's
+    own figures stay under ``window``.
+    """
+    objects = int(burst["objects"])
+    per_object = burst["rss_growth_bytes"] / objects if objects else 0.0
+    return {
+        "evaluate_rss_bytes": window["evaluate_rss_bytes"] + burst["rss_growth_bytes"],
+        "rss_growth_bytes": burst["rss_growth_bytes"],
+        "tracked_objects": objects,
+        "bytes_per_tracked_object": round(per_object, 1),
+        "mib_per_100k_objects": round(per_object * 100_000 / 2**20, 1),
+        "measured_over": f"{objects} objects added by the burst",
+        "window": {
+            k: window[k]
+            for k in ("rss_growth_bytes", "tracked_objects", "bytes_per_tracked_object")
+        },
+    }
 
 
 async def _part(

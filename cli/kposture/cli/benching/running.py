@@ -240,6 +240,7 @@ class _Run:
         self.series = {"detection": detection.pop("_values"), **remediation.pop("_values")}
         window = measuring.Window(idle, idle_end, start, end, processed0, processed1)
         churn_window = {**window.evaluate(), "caught_up": caught_up}
+        memory = window.memory(tracked=len(self.observer.live))  # before the burst adds more
         burst = None
         if opts.burst_events:
             self.say(f"burst: {opts.burst_events} synthetic updates straight to evaluate...")
@@ -260,7 +261,7 @@ class _Run:
             "detection_latency_ms": detection,
             "remediation_latency_ms": remediation,
             "ingest": cold,
-            "memory": window.memory(tracked=len(self.observer.live)),
+            "memory": memory if burst is None else {**memory, **bursting.memory(burst, memory)},
             "processes": {
                 **window.processes(),
                 # The bench's own client side (writes, topic reads), on the same CPUs.
