@@ -147,6 +147,7 @@ class Tally:
         self._scopes: dict[_Scope, _Counts] = {}
         self._dirty: set[_Scope] = set()
         self._published: dict[_Scope, tuple[object, ...]] = {}
+        self._scope_sets: dict[tuple[_Scope, ...], tuple[_Scope, ...]] = {}
         # Objects alike share contributions, so their outcome keys are built once.
         self._keys: dict[Contribution, tuple[_Key, ...]] = {}
 
@@ -154,6 +155,7 @@ class Tally:
         """Take the policy in force: re-aggregate every scope with its checks' metadata."""
         self._meta = meta
         self._routes = {}
+        self._scope_sets = {}
         self._dirty.update(self._scopes)
         self._scopes = {}
         self._pending = collections.Counter()
@@ -273,7 +275,12 @@ class Tally:
         scopes.extend((cluster, posture.Scope.CONTROL, control) for control in controls)
         if len(self._routes) >= ROUTES_CACHED:
             self._routes.clear()
-        route = self._routes[key] = (severity, tuple(scopes))
+            self._scope_sets.clear()
+        # Every check of a namespace with the same controls falls in the same scopes: one
+        # shared tuple for all of them, not one per key (keys number namespaces x checks).
+        shared = tuple(scopes)
+        shared = self._scope_sets.setdefault(shared, shared)
+        route = self._routes[key] = (severity, shared)
         return route
 
 
