@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -85,11 +86,11 @@ class EvaluateApp:
         self._producer: Any = None
         self._publisher: publishing.Publisher | None = None
         self._follower: following.PolicyFollower | None = None
-        self._objects: Any = None  # the faust table's store: reads and writes skip faust
-        self._changelog = ""
-        self._namespaces: Any = None
+        # The tables, read and written directly (see ``_Direct``); set when faust is built.
+        self._objects: _Direct = _Direct.none()
+        self._namespaces: _Direct = _Direct.none()
         self._parsed_namespaces: dict[bytes, tuple[bytes, Mapping[str, Any]]] = {}
-        self._network_policies: Any = None  # global table: every cluster's NetworkPolicies
+        self._network_policies: _Direct = _Direct.none()  # every cluster's NetworkPolicies
         self._parsed_policies: dict[bytes, tuple[bytes, Any]] = {}
         self._sweep_topic: Any = None
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
@@ -205,15 +206,16 @@ class EvaluateApp:
         # Co-partitioned with resources, so the sweep of partition p may write p's table keys.
         self._sweep_topic = topic(f"{evaluate.app_id}-sweep", partitions=partitions, internal=True)
         objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
-        self._objects = _plain(objects)
-        self._changelog = objects.changelog_topic.get_topic_name()
-        self._namespaces = app.GlobalTable(
-            "namespaces", partitions=partitions, key_type=bytes, value_type=bytes
+        self._objects = _Direct.of(objects)
+        self._namespaces = _Direct.of(
+            app.GlobalTable("namespaces", partitions=partitions, key_type=bytes, value_type=bytes)
         )
         # NetworkPolicies arrive on any partition but decide a Namespace's cross-object checks,
         # so every worker keeps all of them (reduced by ``inventory.network_policy_entry``).
-        self._network_policies = app.GlobalTable(
-            "network-policies", partitions=partitions, key_type=bytes, value_type=bytes
+        self._network_policies = _Direct.of(
+            app.GlobalTable(
+                "network-policies", partitions=partitions, key_type=bytes, value_type=bytes
+            )
         )
 
         async def evaluate_resources(stream: Any) -> None:
@@ -274,7 +276,7 @@ class EvaluateApp:
             try:
                 resource = processing.decode_resource(headers, message.value, key=message.key)
                 key = message.key
-                raw = self._objects.get(key)
+                raw = self._objects.data.get(key)
                 previous = processing.decode_state(raw) if raw is not None else None
                 step = self.processor.on_resource(
                     resource,
@@ -296,7 +298,7 @@ class EvaluateApp:
             if is_namespace and step.changed:
                 ns_key = processing.namespace_key(resource.cluster, resource.ref.name).encode()
                 value = None if step.state is None else orjson.dumps(resource.object)
-                self._put_global(self._namespaces, ns_key, value, partition=message.partition)
+                self._write(self._namespaces, ns_key, value, partition=message.partition)
             if inventory.is_network_policy(resource.ref):
                 self._on_network_policy(resource, partition=message.partition)
             for output in step.outputs:
@@ -304,10 +306,12 @@ class EvaluateApp:
 
     async def _sweep(self, partition: int) -> None:
         assert self.processor is not None  # set before faust starts
-        keys = [k for k, v in list(self._objects.items()) if storing.partition_of(v) == partition]
+        keys = [
+            k for k, v in list(self._objects.data.items()) if storing.partition_of(v) == partition
+        ]
         swept = 0
         for key in keys:
-            raw = self._objects.get(key)
+            raw = self._objects.data.get(key)
             if raw is None:
                 continue
             state = processing.decode_state(raw)
@@ -327,38 +331,27 @@ class EvaluateApp:
             swept += 1
             if swept % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        mine = [v for v in list(self._objects.values()) if storing.partition_of(v) == partition]
+        mine = [
+            v for v in list(self._objects.data.values()) if storing.partition_of(v) == partition
+        ]
         self.processor.retally(map(processing.decode_state, mine), partition=partition)
         self.readiness.report(f"partition-{partition}", ok=True, detail="swept", critical=False)
 
     def _store(self, key: bytes, state: processing.ObjectState | None, *, partition: int) -> None:
-        # What faust's ``Table.__setitem__`` does, minus its per-write future and sensors: the
-        # store, and the changelog partition of the record being processed (which is where
-        # recovery reads it back from). A tombstone deletes the key.
         value = None if state is None else processing.encode_state(state)
-        if value is None:
-            self._objects.pop(key, None)
-        else:
-            self._objects[key] = value
-        assert self._publisher is not None  # set before faust starts
-        self._publisher.put(self._changelog, key=key, value=value, headers=[], partition=partition)
+        self._write(self._objects, key, value, partition=partition)
 
-    def _put_global(self, table: Any, key: bytes, value: bytes | None, *, partition: int) -> None:
-        # A global table's write, as faust's ``__setitem__`` would make it from inside a stream
-        # (which the batched resources records are not): the local store now, and the
-        # changelog partition of the record being processed, which every worker reads.
+    def _write(self, table: _Direct, key: bytes, value: bytes | None, *, partition: int) -> None:
+        # What faust's ``Table.__setitem__`` does from inside a stream (which the batched
+        # resources records are not), minus its per-write future and sensors: the local store,
+        # and the changelog partition of the record being processed, which recovery (or, for
+        # a global table, every worker) reads back. ``None`` deletes the key.
         if value is None:
             table.data.pop(key, None)
         else:
             table.data[key] = value
         assert self._publisher is not None  # set before faust starts
-        self._publisher.put(
-            table.changelog_topic.get_topic_name(),
-            key=key,
-            value=value,
-            headers=[],
-            partition=partition,
-        )
+        self._publisher.put(table.changelog, key=key, value=value, headers=[], partition=partition)
 
     # -- cross-object checks ---------------------------------------------------------------
 
@@ -369,7 +362,7 @@ class EvaluateApp:
         if not inventory.maintained(self.processor.needs_inventory(ref)):
             return None  # nearly every kind: no cross-object check, nothing to assemble
         return inventory.assemble(
-            _plain(self._network_policies).items(),
+            self._network_policies.data.items(),
             cluster=cluster,
             overlay=overlay,
             parsed=self._parsed_policies,
@@ -382,7 +375,7 @@ class EvaluateApp:
         update = inventory.update_of(resource, stored=self._network_policies.data.get(key))
         if update is None:
             return  # a resync, or a change of fields that no check reads
-        self._put_global(self._network_policies, update.key, update.value, partition=partition)
+        self._write(self._network_policies, update.key, update.value, partition=partition)
         assert self._publisher is not None  # set before faust starts
         request = inventory.encode_update(update)
         for name in sorted(update.namespaces):
@@ -407,7 +400,7 @@ class EvaluateApp:
         # One object, after an inventory change. The request carries the change because this
         # worker's copy of the global table may not show it yet (its changelog can lag).
         assert self.processor is not None  # set before faust starts
-        raw = self._objects.get(key)
+        raw = self._objects.data.get(key)
         if raw is None or value is None:
             return  # deleted since, or never seen: nothing stored to re-evaluate
         state = processing.decode_state(raw)
@@ -430,7 +423,7 @@ class EvaluateApp:
         if not namespace:
             return None
         ns_key = processing.namespace_key(cluster, namespace).encode()
-        raw = _plain(self._namespaces).get(ns_key)
+        raw = self._namespaces.data.get(ns_key)
         if raw is None:
             return None
         cached = self._parsed_namespaces.get(ns_key)
@@ -503,12 +496,26 @@ def _flush_before_commit(app: Any, publisher: publishing.Publisher | None) -> No
     producer.flush = flush
 
 
-def _plain(table: Any) -> Any:
-    # The memory store keeps a plain dict: reading it directly skips two Python-level mapping
-    # layers per event (any other store is used through its mapping interface).
-    store = table.data
-    inner = getattr(store, "data", None)
-    return inner if isinstance(inner, dict) else store
+@dataclasses.dataclass(frozen=True)
+class _Direct:
+    """A faust table that the app reads and writes itself: its store's data and changelog."""
+
+    data: Any
+    changelog: str
+
+    @classmethod
+    def of(cls, table: Any) -> _Direct:
+        # The memory store keeps a plain dict: using it directly skips two Python-level
+        # mapping layers per event (any other store is used through its mapping interface).
+        store = table.data
+        inner = getattr(store, "data", None)
+        data = inner if isinstance(inner, dict) else store
+        return cls(data, table.changelog_topic.get_topic_name())
+
+    @classmethod
+    def none(cls) -> _Direct:
+        """Before faust is built: an empty table with no changelog."""
+        return cls({}, "")
 
 
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:
