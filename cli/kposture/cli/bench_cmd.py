@@ -31,7 +31,7 @@ import orjson
 import typer
 
 from kposture.cli import topics_cmd
-from kposture.cli.benching import bursting, reporting, running, services
+from kposture.cli.benching import bursting, measuring, reporting, running, services
 from kposture.cli.devenv import processes
 from kposture.evaluate import app as evaluate_app
 from kposture.evaluate import benchmarking, synthetic
@@ -222,7 +222,7 @@ def _kafka_phase(
     return {
         "events": events,
         "cpu_seconds": round(cpu, 3),
-        "events_per_cpu_second": round(events / cpu, 1) if cpu > 0 else 0.0,
+        "events_per_cpu_second": measuring.ratio(events, cpu),
         "wall_seconds": round(wall, 3),
     }
 

@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from kposture.cli.benching import observing, services
+from kposture.cli.benching import measuring, observing, services
 from kposture.evaluate import synthetic
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
@@ -133,12 +133,8 @@ async def _part(
     return {
         "events": handled,
         "cpu_seconds": round(cpu, 3),
-        "events_per_cpu_second": _ratio(handled, cpu),
+        "events_per_cpu_second": measuring.ratio(handled, cpu),
         "wall_seconds": round(seconds, 2),
-        "events_per_cpu_second_less_idle": _ratio(handled, busy),
+        "events_per_cpu_second_less_idle": measuring.ratio(handled, busy),
         "caught_up": caught_up,
     }
-
-
-def _ratio(events: int, cpu_seconds: float) -> float:
-    return round(events / cpu_seconds, 1) if cpu_seconds > 0 else 0.0

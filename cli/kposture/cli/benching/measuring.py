@@ -158,14 +158,14 @@ class Window:
         return {
             "events": events,
             "cpu_seconds": round(cpu, 3),
-            "events_per_cpu_second": _ratio(events, cpu),
+            "events_per_cpu_second": ratio(events, cpu),
             "window_seconds": round(seconds, 1),
             "idle_cpu_percent": round(idle_rate * 100, 2),
-            "events_per_cpu_second_less_idle": _ratio(events, busy),
+            "events_per_cpu_second_less_idle": ratio(events, busy),
             "cold_load": {
                 "events": self.processed_start,
                 "cpu_seconds": round(cold_cpu, 3),
-                "events_per_cpu_second": _ratio(self.processed_start, cold_cpu),
+                "events_per_cpu_second": ratio(self.processed_start, cold_cpu),
             },
         }
 
@@ -195,5 +195,6 @@ class Window:
         }
 
 
-def _ratio(events: int, cpu_seconds: float) -> float:
+def ratio(events: int, cpu_seconds: float) -> float:
+    """Events per CPU-second, rounded; 0 when no CPU time was measured."""
     return round(events / cpu_seconds, 1) if cpu_seconds > 0 else 0.0
