@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from kposture.evaluate import tracking
@@ -307,13 +307,6 @@ def contribution(
             for f in open_findings
         ),
     )
-
-
-def check_index(
-    entries: Iterable[tuple[str, str, common.Severity, Iterable[str]]],
-) -> Mapping[tuple[str, str], tuple[common.Severity, tuple[str, ...]]]:
-    """An index ``(baseline, check) -> (severity, controls)`` for :class:`CheckMeta`."""
-    return {(b, c): (severity, tuple(controls)) for b, c, severity, controls in entries}
 
 
 def _snapshot(where: _Scope, counts: _Counts, now: dt.datetime) -> posture.PostureSnapshot:
