@@ -8,7 +8,7 @@ crash redelivers rather than loses. aiokafka appears only here and in service ad
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aiokafka
@@ -116,6 +116,32 @@ async def create_topics(
                     message = rest[0] if rest else ""
                     raise KafkaAdminError(f"cannot create topic {name}: error {code} {message}")
         return result
+    finally:
+        await admin.close()
+
+
+async def delete_topics(
+    kafka: settings_mod.KafkaSettings, select: Callable[[str], bool], *, batch: int = 200
+) -> list[str]:
+    """Delete every topic whose name ``select`` accepts; the names the broker was asked to delete.
+
+    The broker removes a deleted topic's data in the background, so a name may still be
+    listed for a moment afterwards.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers,
+        client_id="kposture-admin",
+        security_protocol=kafka.security_protocol,
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+    await admin.start()
+    try:
+        names = sorted(t for t in await admin.list_topics() if select(t))
+        for start in range(0, len(names), batch):
+            await admin.delete_topics(
+                names[start : start + batch], timeout_ms=kafka.request_timeout_ms
+            )
+        return names
     finally:
         await admin.close()
 

@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 import aiokafka
-from aiokafka.admin import AIOKafkaAdminClient
 
 from kposture.cli import localops
 from kposture.runtime import settings as settings_mod
@@ -226,21 +225,3 @@ class Observer(localops.TopicReader):
 
 def _partitions(spec: topics.TopicSpec) -> list[aiokafka.TopicPartition]:
     return [aiokafka.TopicPartition(spec.name, p) for p in range(spec.partitions)]
-
-
-async def delete_topics(kafka_settings: settings_mod.KafkaSettings) -> list[str]:
-    """Delete every topic whose name starts with the run's prefix; their names."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka_settings.bootstrap_servers,
-        client_id="kposture-bench-admin",
-        security_protocol=kafka_settings.security_protocol,
-    )
-    await admin.start()
-    try:
-        # Evaluate's changelog topics start with its app id, which starts with the prefix.
-        names = [t for t in await admin.list_topics() if t.startswith(kafka_settings.topic_prefix)]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()

@@ -405,7 +405,9 @@ class _Run:
             problems += await loading.clean_up(writer, run_id=self.run_id)
             await writer.close()
         try:
-            await observing.delete_topics(self.settings.kafka)
+            # Evaluate's changelog topics start with its app id, which starts with the prefix.
+            prefix = self.settings.kafka.topic_prefix
+            await kafka.delete_topics(self.settings.kafka, lambda t: t.startswith(prefix))
         except Exception as exc:  # noqa: BLE001 - cleanup reports every failure, raises none
             problems.append(f"deleting topics: {exc}")
         if self.ok and not self.options.keep_logs:

@@ -25,7 +25,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
+from kposture.runtime import kafka
+from kposture.runtime import settings as settings_mod
 
 __all__ = ["DEFAULT_IDLE_S", "EPHEMERAL_TOPIC", "delete_topics", "prune", "stale_topics"]
 
@@ -36,7 +37,6 @@ EPHEMERAL_TOPIC = re.compile(
 # A partition directory is "<topic>-<partition>"; one being deleted carries a ".<id>-delete"
 # suffix and one being moved a "-future" suffix: neither is a live topic.
 _PARTITION_DIR = re.compile(r"^(?P<topic>.+)-(?P<partition>[0-9]+)$")
-_DELETE_BATCH = 200
 
 
 def stale_topics(data_dir: Path, *, idle_s: float, now: float | None = None) -> list[str]:
@@ -77,23 +77,24 @@ def _last_write(partition_dir: Path) -> float:
 
 
 def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 120.0) -> list[str]:
-    """Delete ``names`` on the broker at ``bootstrap``; the names it accepted to delete.
+    """Delete ``names`` on the broker at ``bootstrap``; the names it was asked to delete.
 
-    Names the broker does not list are left out of the result. The broker removes the data of a
-    deleted topic in the background, so a topic may still be listed for a moment afterwards.
-
-    Runs its own event loop in a worker thread, so it can be called from synchronous code that
-    itself runs under an event loop (a pytest fixture of an asyncio test, say).
+    Names the broker does not list are left out. Runs its own event loop in a worker thread,
+    so it can be called from synchronous code that itself runs under an event loop (a pytest
+    fixture of an asyncio test, say).
     """
-    wanted = sorted(set(names))
+    wanted = frozenset(names)
     if not wanted:
         return []
+    settings = settings_mod.KafkaSettings(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
     outcome: list[list[str]] = []
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
-            outcome.append(asyncio.run(_delete(bootstrap, wanted, timeout_s=timeout_s)))
+            outcome.append(asyncio.run(kafka.delete_topics(settings, wanted.__contains__)))
         except BaseException as exc:  # noqa: BLE001 - handed over to the calling thread
             failure.append(exc)
 
@@ -103,25 +104,6 @@ def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 12
     if failure:
         raise failure[0]
     return outcome[0]
-
-
-async def _delete(bootstrap: str, names: list[str], *, timeout_s: float) -> list[str]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="kposture-dev-prune",
-        request_timeout_ms=int(timeout_s * 1000),
-    )
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        present = [n for n in names if n in existing]
-        for start in range(0, len(present), _DELETE_BATCH):
-            await admin.delete_topics(
-                present[start : start + _DELETE_BATCH], timeout_ms=int(timeout_s * 1000)
-            )
-        return present
-    finally:
-        await admin.close()
 
 
 def prune(bootstrap: str, data_dir: Path, *, idle_s: float = DEFAULT_IDLE_S) -> list[str]:
