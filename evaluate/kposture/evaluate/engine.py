@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, NamedTuple
 
 from kposture.evaluate import baselines, cel, loading, projection, workloads
 from kposture.schemas import common
@@ -105,11 +105,61 @@ class _KindPlan:
     trie: projection.Trie | None
     template_path: tuple[str, ...] | None
     needs: frozenset[str] = frozenset()  # the inventory views its cross-object rules read
+    # What the rules that read the object itself read; ``{}`` when none reads anything.
+    object_trie: projection.Trie | None = dataclasses.field(default_factory=dict)
     project: projection.Projector = dataclasses.field(init=False, repr=False, compare=False)
+    # The projection for an object that a workload controls: its pod-template checks are
+    # rolled up, so only what the object's own rules read matters (nothing, for a Pod).
+    project_controlled: projection.Projector = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    # The rules that read the object itself, and the checks of those that read its pod
+    # template: an object that a workload controls runs only the former (``Engine.triage``).
+    object_rules: tuple[_Bound, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    template_checks: frozenset[tuple[str, str]] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Every event of the kind is projected: compile the trie once, with the plan.
-        object.__setattr__(self, "project", projection.compile(self.trie))
+        object.__setattr__(
+            self, "project", projection.compile(self.trie) if self.rules else _nothing
+        )
+        object.__setattr__(
+            self,
+            "project_controlled",
+            projection.compile(self.object_trie) if self.object_trie != {} else _nothing,
+        )
+        object.__setattr__(
+            self, "object_rules", tuple(b for b in self.rules if b.template_path is None)
+        )
+        object.__setattr__(
+            self,
+            "template_checks",
+            frozenset(b.passed.ident for b in self.rules if b.template_path is not None),
+        )
+
+
+class Triage(NamedTuple):
+    """What the stream processor keeps of one evaluation (``Engine.triage``).
+
+    ``passed``: the checks that pass, in rule order. ``notable``: the results that tracking
+    must see, in rule order: every failure and error, and any result of a watched check.
+    """
+
+    passed: tuple[tuple[str, str], ...]
+    notable: list[CheckResult]
+
+
+_NOTHING = Triage((), [])
+_PASS = common.Result.PASS
+_FAIL = common.Result.FAIL
+_ERROR = common.Result.ERROR
+
+
+def _nothing(value: Any) -> None:
+    # The projection of an object that no rule reads: its content cannot change a verdict.
+    return None
 
 
 _NO_PLAN = _KindPlan(rules=(), trie={}, template_path=None)
@@ -184,6 +234,7 @@ class Engine:
         template_path = workloads.TEMPLATE_PATHS.get((group, kind))
         bound: list[_Bound] = []
         paths: set[tuple[str, ...]] = set()
+        object_paths: set[tuple[str, ...]] = set()  # those of the rules without a template
         for policy, rule, program, message_program in self._rules:
             match = rule.check.match
             if rule.check.target is baselines.Target.POD_SPEC:
@@ -197,14 +248,23 @@ class Engine:
             bound.append(_Bound(policy, rule, program, message_program, rule_template))
             for program_ in (program, message_program):
                 if program_ is not None:
-                    paths.update(
+                    read = {
                         workloads.real_field_path(path, rule_template or ())
                         for path in program_.projection_paths
-                    )
+                    }
+                    paths.update(read)
+                    if rule_template is None:
+                        object_paths.update(read)
         if not bound:
             return _NO_PLAN
         needs = frozenset(need for b in bound for need in b.rule.check.needs)
-        return _KindPlan(tuple(bound), projection.build(paths), template_path, needs)
+        return _KindPlan(
+            tuple(bound),
+            projection.build(paths),
+            template_path,
+            needs,
+            object_trie=projection.build(object_paths),
+        )
 
     def needs(self, api_version: str, kind: str) -> frozenset[str]:
         """The inventory views that checks of this kind read (empty for most kinds).
@@ -234,11 +294,15 @@ class Engine:
         """
         metadata = obj.get("metadata") or {}
         scope = [metadata.get("namespace"), metadata.get("labels")]
-        if workloads.controlled_by_workload(obj):
-            # Being adopted or orphaned turns the pod checks off or on. Appended only then, so
-            # the digests of every other object (and their stored states) stay as they were.
+        plan = self._plan_of(obj)
+        if plan.template_path is not None and workloads.controlled_by_workload(obj):
+            # Being adopted or orphaned turns the pod checks off or on, so it is in the digest.
+            # While they are off, only what the other rules read can change a verdict: a
+            # ReplicaSet's Pods are most objects and most events, and they digest cheaply.
             scope.append(True)
-        projected = self._plan_of(obj).project(obj)
+            projected = plan.project_controlled(obj)
+        else:
+            projected = plan.project(obj)
         return self._digest([scope, projected]), projected
 
     def evaluate(
@@ -254,24 +318,88 @@ class Engine:
         ``podSpec`` checks skip an object that a workload controls (``ROLLED_UP``): a Pod of
         a ReplicaSet, a ReplicaSet of a Deployment or a Job of a CronJob runs its controller's
         template, so its findings are reported once, on the top-level controller. Bare Pods
-        and workloads keep them. ``projected`` is ``project(obj)`` when the caller has it.
+        and workloads keep them. ``projected`` is the projection of ``obj`` when the caller has
+        it (from ``project`` or ``digest_and_projection``).
         """
         plan = self._plan_of(obj)
         if not plan.rules:
             return []
+        controlled = plan.template_path is not None and workloads.controlled_by_workload(obj)
+        return self._run(
+            plan,
+            plan.rules,
+            obj,
+            projected=projected,
+            namespace_obj=namespace_obj,
+            inventory=inventory,
+            controlled=controlled,
+        )
+
+    def triage(
+        self,
+        obj: Mapping[str, Any],
+        *,
+        projected: Any = None,
+        namespace_obj: Mapping[str, Any] | None = None,
+        inventory: Mapping[str, Any] | None = None,
+        watched: Collection[tuple[str, str]] = (),
+    ) -> Triage:
+        """``evaluate``, reduced to what a tracker of findings needs (``Triage``).
+
+        ``watched`` are the checks whose every result matters (the object's open findings).
+        Results are the same as ``evaluate``'s; the saving is for an object that a workload
+        controls (a ReplicaSet's Pod, most Pods of a cluster): every pod-template check of it
+        is skipped as rolled up, so unless one of those is watched they are not run at all.
+        """
+        plan = self._plan_of(obj)
+        if not plan.rules:
+            return _NOTHING
+        controlled = plan.template_path is not None and workloads.controlled_by_workload(obj)
+        rules = plan.rules
+        if controlled and not (watched and plan.template_checks.intersection(watched)):
+            rules = plan.object_rules
+        results = self._run(
+            plan,
+            rules,
+            obj,
+            projected=projected,
+            namespace_obj=namespace_obj,
+            inventory=inventory,
+            controlled=controlled,
+        )
+        passed = tuple([r.ident for r in results if r.result is _PASS])
+        if watched:
+            notable = [
+                r for r in results if r.result is _FAIL or r.result is _ERROR or r.ident in watched
+            ]
+        else:
+            notable = [r for r in results if r.result is _FAIL or r.result is _ERROR]
+        return Triage(passed, notable)
+
+    def _run(
+        self,
+        plan: _KindPlan,
+        rules: tuple[_Bound, ...],
+        obj: Mapping[str, Any],
+        *,
+        projected: Any,
+        namespace_obj: Mapping[str, Any] | None,
+        inventory: Mapping[str, Any] | None,
+        controlled: bool,
+    ) -> list[CheckResult]:
+        # The loop of ``evaluate`` over ``rules`` (all of the plan's, or a part of them).
         if projected is None:
             projected = plan.project(obj)
         view: Mapping[str, Any] | None = None
-        if plan.template_path is not None:
+        if plan.template_path is not None and not controlled:
             view = workloads.pod_view(projected, plan.template_path)
         object_activation = {"object": projected, "namespaceObject": namespace_obj}
         view_activation = {"object": view, "namespaceObject": namespace_obj}
         if inventory is not None:
             object_activation["inventory"] = view_activation["inventory"] = inventory
-        controlled = plan.template_path is not None and workloads.controlled_by_workload(obj)
         results: list[CheckResult] = []
         append = results.append  # the loop below runs for every check of every event
-        for bound in plan.rules:
+        for bound in rules:
             if bound.needs_inventory and inventory is None:
                 continue
             if bound.template_path is not None:

@@ -24,9 +24,6 @@ from kposture.evaluate import engine, policy_store, posture, storing, tracking
 from kposture.schemas import codec, common, deadletter, envelope, findings, resources, topics
 
 SERVICE = "evaluate"
-_PASS = common.Result.PASS
-_FAIL = common.Result.FAIL
-_ERROR = common.Result.ERROR
 Clock = Callable[[], dt.datetime]
 
 
@@ -209,10 +206,15 @@ class Processor:
             else:
                 outcome = tracking.Outcome(open=(), transitions=[])
         else:
-            results = policy.engine.evaluate(
-                obj, namespace_obj=namespace_obj, inventory=inventory, projected=projected
+            triage = policy.engine.triage(
+                obj,
+                projected=projected,
+                namespace_obj=namespace_obj,
+                inventory=inventory,
+                watched={finding.ident for finding in before} if before else (),
             )
-            passed, verdicts = _sort_results(results, before)
+            passed = triage.passed
+            verdicts = [_verdict(result) for result in triage.notable]
             if before or verdicts:
                 context = self._context(cluster, ref, obj, namespace_obj, observed_at)
                 outcome = tracking.track(before, verdicts, context)
@@ -365,20 +367,29 @@ def namespace_key(cluster: str, namespace: str) -> str:
 
 def _namespace_salt(namespace_obj: Mapping[str, Any] | None) -> str:
     # namespaceSelector matches read the namespace's labels: a label change must re-evaluate.
-    labels = ((namespace_obj or {}).get("metadata") or {}).get("labels") or {}
-    data = orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)
-    # Every event pays this, and a fleet has few distinct namespace labels: remember them.
-    salt = _SALTS.get(data)
-    if salt is None:
-        salt = hashlib.blake2b(data, digest_size=8).hexdigest()
-        if len(_SALTS) >= _SALTS_KEPT:
-            _SALTS.clear()
-        _SALTS[data] = salt
+    # Every event pays this, with one of a few namespace objects, which the app hands over
+    # unchanged (and never mutated) until the namespace changes: remember the salt of each.
+    if namespace_obj is None:
+        return _NO_NAMESPACE_SALT
+    entry = _SALT_OF.get(id(namespace_obj))
+    if entry is not None and entry[0] is namespace_obj:
+        return entry[1]
+    labels = (namespace_obj.get("metadata") or {}).get("labels") or {}
+    salt = _labels_salt(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS))
+    if len(_SALT_OF) >= _SALTS_KEPT:
+        _SALT_OF.clear()
+    # The entry holds the object, so its id cannot be reused while the entry exists.
+    _SALT_OF[id(namespace_obj)] = (namespace_obj, salt)
     return salt
 
 
-_SALTS: dict[bytes, str] = {}
+def _labels_salt(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+_SALT_OF: dict[int, tuple[Mapping[str, Any], str]] = {}
 _SALTS_KEPT = 4096
+_NO_NAMESPACE_SALT = _labels_salt(b"{}")
 
 
 def _inventory_salt(inventory: Mapping[str, Any]) -> str:
@@ -387,33 +398,21 @@ def _inventory_salt(inventory: Mapping[str, Any]) -> str:
     return "i" + hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def _sort_results(
-    results: list[engine.CheckResult], before: tuple[tracking.OpenFinding, ...]
-) -> tuple[tuple[tuple[str, str], ...], list[tracking.Verdict]]:
-    """The passing checks, and the verdicts that ``track`` needs, in the results' order.
+def _verdict(result: engine.CheckResult) -> tracking.Verdict:
+    """``Verdict.of(result)``, remembered: most results are shared by every object they fit."""
+    entry = _VERDICTS.get(id(result))
+    if entry is not None and entry[0] is result:
+        return entry[1]
+    verdict = tracking.Verdict.of(result)
+    if len(_VERDICTS) >= _VERDICTS_KEPT:
+        _VERDICTS.clear()
+    # The entry holds the result, so its id cannot be reused while the entry exists.
+    _VERDICTS[id(result)] = (result, verdict)
+    return verdict
 
-    A passing verdict of a check that is not open changes nothing in ``track``, and most
-    verdicts are such passes: only the failing and erroring ones, and those of open checks,
-    are converted.
-    """
-    if not before:
-        # The common case, in two comprehensions (cheaper than one loop with appends).
-        return (
-            tuple([r.ident for r in results if r.result is _PASS]),
-            [tracking.Verdict.of(r) for r in results if r.result is _FAIL or r.result is _ERROR],
-        )
-    passed: list[tuple[str, str]] = []
-    verdicts: list[tracking.Verdict] = []
-    opened = {finding.ident for finding in before}
-    for result in results:
-        status = result.result
-        if status is _PASS:
-            passed.append(result.ident)
-            if result.ident in opened:
-                verdicts.append(tracking.Verdict.of(result))
-        elif status is _FAIL or status is _ERROR or result.ident in opened:
-            verdicts.append(tracking.Verdict.of(result))
-    return tuple(passed), verdicts
+
+_VERDICTS: dict[int, tuple[engine.CheckResult, tracking.Verdict]] = {}
+_VERDICTS_KEPT = 4096
 
 
 def _contribution(state: ObjectState | None) -> posture.Contribution | None:

@@ -7,6 +7,7 @@ against the findings it must still produce.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import random
 from collections.abc import Iterator, Mapping
@@ -90,18 +91,73 @@ def policy() -> policy_store.PolicySet:
 def test_engine_digests_are_those_of_the_generic_projection(
     policy: policy_store.PolicySet,
 ) -> None:
-    """Stored digests must not move: a new digest re-evaluates the whole inventory."""
+    """The digest is that of the generic projection over what the rules that run read.
+
+    Stored digests should not move needlessly: a new digest re-evaluates the object. For an
+    object that a workload controls, only the rules that read the object itself run (its
+    pod-template checks are rolled up); for a kind without rules nothing is read at all.
+    """
     engine = policy.engine
     for obj in synthetic.fleet(400, seed=5).objects:
         digest, projected = engine.digest_and_projection(obj)
         plan = engine._plan(obj["apiVersion"], obj["kind"])
-        expected = projection.project(obj, plan.trie)
-        assert shape(projected) == shape(expected)
         metadata = obj["metadata"]
         scope: list[Any] = [metadata.get("namespace"), metadata.get("labels")]
-        if any(r.get("controller") for r in metadata.get("ownerReferences", ())):
+        controlled = plan.template_path is not None and any(
+            r.get("controller") for r in metadata.get("ownerReferences", ())
+        )
+        if controlled:
             scope.append(True)
+        trie = plan.object_trie if controlled else plan.trie
+        expected = projection.project(obj, trie) if plan.rules and trie != {} else None
+        assert shape(projected) == shape(expected)
         assert digest == projection.digest([scope, expected], salt=engine.fingerprint)
+
+
+def test_triage_keeps_what_tracking_needs_of_every_result(policy: policy_store.PolicySet) -> None:
+    """``triage`` equals sorting ``evaluate``'s results, with and without watched checks."""
+    engine = policy.engine
+    rng = random.Random(11)
+    fleet = synthetic.fleet(600, seed=2)
+    idents = sorted({r.ident for obj in fleet.objects for r in engine.evaluate(obj)})
+    bad = (common.Result.FAIL, common.Result.ERROR)
+    for obj in fleet.objects:
+        results = engine.evaluate(obj)
+        watched = set(rng.sample(idents, 3)) if rng.random() < 0.5 else set()
+        watched |= {
+            r.ident for r in results if r.result is common.Result.SKIP and rng.random() < 0.2
+        }
+        _, projected = engine.digest_and_projection(obj)
+        triage = engine.triage(obj, projected=projected, watched=watched)
+        assert triage.passed == tuple(r.ident for r in results if r.result is common.Result.PASS)
+        assert triage.notable == [r for r in results if r.result in bad or r.ident in watched]
+
+
+def test_a_controlled_pod_digests_only_what_can_change_its_verdicts(
+    policy: policy_store.PolicySet,
+) -> None:
+    """A ReplicaSet's Pod: pod-spec edits do not re-evaluate it; losing its controller does."""
+    engine = policy.engine
+    pod = next(
+        o
+        for o in synthetic.fleet(200, seed=1).objects
+        if o["kind"] == "Pod" and o["metadata"].get("ownerReferences")
+    )
+    digest = engine.digest(pod)
+    edited = copy.deepcopy(pod)
+    edited["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    assert engine.digest(edited) == digest
+    orphan = copy.deepcopy(edited)
+    del orphan["metadata"]["ownerReferences"]
+    assert engine.digest(orphan) != digest
+    assert any(
+        r.check_id == "privileged"
+        for r in engine.evaluate(orphan)
+        if r.result is common.Result.FAIL
+    )
+    relabelled = copy.deepcopy(pod)
+    relabelled["metadata"]["labels"] = {**relabelled["metadata"].get("labels", {}), "x": "y"}
+    assert engine.digest(relabelled) != digest
 
 
 def open_finding(**changes: Any) -> tracking.OpenFinding:
