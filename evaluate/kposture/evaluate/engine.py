@@ -153,6 +153,7 @@ class Triage(NamedTuple):
 
 _NOTHING = Triage((), [])
 _PASS = common.Result.PASS
+_MEMO = cel.MEMO
 _FAIL = common.Result.FAIL
 _ERROR = common.Result.ERROR
 
@@ -388,13 +389,17 @@ class Engine:
         controlled: bool,
     ) -> list[CheckResult]:
         # The loop of ``evaluate`` over ``rules`` (all of the plan's, or a part of them).
+        if not rules:
+            return []
         if projected is None:
-            projected = plan.project(obj)
+            # Controlled: the template rules are rolled up, only the object's own rules read.
+            projected = (plan.project_controlled if controlled else plan.project)(obj)
         view: Mapping[str, Any] | None = None
         if plan.template_path is not None and not controlled:
             view = workloads.pod_view(projected, plan.template_path)
-        object_activation = {"object": projected, "namespaceObject": namespace_obj}
-        view_activation = {"object": view, "namespaceObject": namespace_obj}
+        # Each activation carries a memo: the checks of one object share their subexpressions.
+        object_activation = {"object": projected, "namespaceObject": namespace_obj, _MEMO: {}}
+        view_activation = {"object": view, "namespaceObject": namespace_obj, _MEMO: {}}
         if inventory is not None:
             object_activation["inventory"] = view_activation["inventory"] = inventory
         results: list[CheckResult] = []

@@ -13,6 +13,7 @@ Public surface::
     program.evaluate({"object": pod})      # -> True / False / value, or CelEvalError
     program.field_paths                    # {("object", "spec", "containers", "*", "image")}
     evaluate_reference(source, activation)  # the slow celpy evaluator, same conventions
+    {"object": pod, MEMO: {}}              # an activation whose programs share subexpressions
 
 Errors::
 
@@ -24,10 +25,12 @@ Errors::
 from kposture.evaluate.cel.errors import CelError, CelEvalError, CelSyntaxError
 from kposture.evaluate.cel.program import DEFAULT_VARIABLES, Program, compile
 from kposture.evaluate.cel.reference import evaluate_reference
+from kposture.evaluate.cel.runtime import MEMO
 from kposture.evaluate.cel.values import CelType
 
 __all__ = [
     "DEFAULT_VARIABLES",
+    "MEMO",
     "CelError",
     "CelEvalError",
     "CelSyntaxError",

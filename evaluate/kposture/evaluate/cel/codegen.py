@@ -18,6 +18,7 @@ way CEL does, and ``Program.evaluate`` turns any that escape into ``CelEvalError
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -93,6 +94,7 @@ def _base_namespace() -> dict[str, object]:
         "_opt_index": control.optional_index,
         "_opt_elems": control.optional_elements,
         "_make_map": control.map_literal,
+        "_memo": runtime.memoized,
         "_search": functions.search,
         **{_ARITHMETIC_NAMES[op]: fn for op, fn in analysis.ARITHMETIC.items()},
     }
@@ -198,15 +200,32 @@ class Generator:
     def hoist(self, node: nodes.Expr, scope: Scope) -> str:
         """Generate ``node`` as a separate function and return a call to it."""
         params = ["_act", *scope.values()]
+        return f"{self.function_of(node, scope)}({', '.join(params)})"
+
+    def function_of(self, node: nodes.Expr, scope: Scope) -> str:
+        """Generate ``node`` as a separate function of ``_act`` and ``scope``; its name."""
         saved, saved_nesting = self.fn, self.nesting
-        self.fn = Function(f"_cel_f{next(self.ids)}", params)
+        self.fn = Function(f"_cel_f{next(self.ids)}", ["_act", *scope.values()])
         self.nesting = 0
         try:
             self.emit(f"return {self.dispatch(node, scope)}")
             self.functions.append(self.fn)
-            return f"{self.fn.name}({', '.join(params)})"
+            return self.fn.name
         finally:
             self.fn, self.nesting = saved, saved_nesting
+
+    def memoized(self, node: nodes.Expr) -> str:
+        """``node``'s value, computed once per activation that carries a ``MEMO`` dict.
+
+        Checks of one object repeat some expressions, above all the list of every container
+        (``containers + initContainers + ephemeralContainers``). The engine gives each
+        object's activation a memo, so the first program that needs such a value computes it
+        and the others reuse it. The key is the expression's canonical form (the syntax tree
+        without source positions), so equal expressions in different programs share one
+        entry; values are never mutated, and a failing computation stores nothing.
+        """
+        key = self.const(repr(_canonical(node)))
+        return f"_memo(_act, {key}, {self.function_of(node, {})})"
 
     # --- expressions -----------------------------------------------------------------------
 
@@ -223,6 +242,8 @@ class Generator:
         )
         if deep and not isinstance(node, (nodes.Literal, nodes.Ident)):
             return self.hoist(node, scope)
+        if not scope and _shared(node):
+            return self.memoized(node)
         self.nesting += 1
         try:
             return self.dispatch(node, scope)
@@ -355,6 +376,8 @@ class Generator:
 
     def map_literal(self, node: nodes.MapLit, scope: Scope) -> str:
         """A map literal, checked for key types and duplicates when built."""
+        if not node.entries:
+            return "{}"  # nothing to check, and a fresh dict as ``make_map`` would build
         parts = []
         for key, value, optional in node.entries:
             parts.append(f"({self.expr(key, scope)}, {self.expr(value, scope)}, {optional})")
@@ -401,3 +424,35 @@ class Generator:
             f"({compiled}.search({t}) is not None if type({first}) is str"
             f" else _search({compiled}, {t}))"
         )
+
+
+def _shared(node: nodes.Expr) -> bool:
+    # Worth sharing between programs: a concatenation that reads the activation (see
+    # ``Generator.memoized``); only outside comprehensions, where it reads nothing else.
+    return isinstance(node, nodes.Binary) and node.op == "+" and _reads_fields(node)
+
+
+def _reads_fields(node: object) -> bool:
+    if isinstance(node, nodes.Select):
+        return True
+    if dataclasses.is_dataclass(node):
+        return any(_reads_fields(getattr(node, f.name)) for f in dataclasses.fields(node))
+    if isinstance(node, (list, tuple)):
+        return any(_reads_fields(item) for item in node)
+    return False
+
+
+def _canonical(node: object) -> object:
+    # The tree without positions: equal for equal expressions written anywhere.
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return (
+            type(node).__name__,
+            *(
+                _canonical(getattr(node, f.name))
+                for f in dataclasses.fields(node)
+                if f.name != "pos"
+            ),
+        )
+    if isinstance(node, (list, tuple)):
+        return tuple(_canonical(item) for item in node)
+    return (type(node).__name__, node)

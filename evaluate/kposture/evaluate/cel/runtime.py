@@ -12,7 +12,7 @@ numeric ordering, 64-bit overflow errors, truncating integer division and IEEE d
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, NoReturn, cast
 
 from kposture.evaluate.cel import errors, values
@@ -379,3 +379,20 @@ def make_map(entries: Iterable[tuple[object, object]]) -> dict[object, object]:
             raise errors.CelEvalError(f"map keys {key!r} collide in this implementation")
         result[key] = value
     return result
+
+
+MEMO: Final = "\0memo"
+"""The activation key of a per-object memo (``codegen.Generator.memoized``); no CEL name."""
+
+
+def memoized(
+    activation: Mapping[str, object], key: str, compute: Callable[[object], object]
+) -> object:
+    """``compute(activation)``, remembered in the activation's memo when it has one."""
+    memo = activation.get(MEMO) if type(activation) is dict else None
+    if memo is None:
+        return compute(activation)
+    value = memo.get(key, MISSING)
+    if value is MISSING:
+        value = memo[key] = compute(activation)
+    return value
