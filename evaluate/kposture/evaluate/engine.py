@@ -11,6 +11,7 @@ evaluated: never remediate on it) and ``skip`` (the check's match excludes this 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections.abc import Collection, Iterable, Mapping
@@ -64,6 +65,7 @@ class _Bound:
         "passed",
         "policy",
         "program",
+        "repeated",
         "rolled_up",
         "rule",
         "scoped",
@@ -95,6 +97,9 @@ class _Bound:
         self.passed = _result(self, common.Result.PASS, "")
         self.failed = _result(self, common.Result.FAIL, rule.message)
         self.rolled_up = _result(self, common.Result.SKIP, ROLLED_UP)
+        # Another rule of the same plan runs the same program on the same activation (one
+        # control in several baselines): the first run's verdict is kept in the memo.
+        self.repeated = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +159,7 @@ class Triage(NamedTuple):
 _NOTHING = Triage((), [])
 _PASS = common.Result.PASS
 _MEMO = cel.MEMO
+_UNKNOWN = object()  # no verdict yet (a verdict may be None)
 _FAIL = common.Result.FAIL
 _ERROR = common.Result.ERROR
 
@@ -258,6 +264,9 @@ class Engine:
                         object_paths.update(read)
         if not bound:
             return _NO_PLAN
+        runs = collections.Counter((b.function, b.template_path is None) for b in bound)
+        for b in bound:
+            b.repeated = runs[b.function, b.template_path is None] > 1
         needs = frozenset(need for b in bound for need in b.rule.check.needs)
         return _KindPlan(
             tuple(bound),
@@ -398,8 +407,16 @@ class Engine:
         if plan.template_path is not None and not controlled:
             view = workloads.pod_view(projected, plan.template_path)
         # Each activation carries a memo: the checks of one object share their subexpressions.
-        object_activation = {"object": projected, "namespaceObject": namespace_obj, _MEMO: {}}
-        view_activation = {"object": view, "namespaceObject": namespace_obj, _MEMO: {}}
+        object_activation: dict[str, Any] = {
+            "object": projected,
+            "namespaceObject": namespace_obj,
+            _MEMO: {},
+        }
+        view_activation: dict[str, Any] = {
+            "object": view,
+            "namespaceObject": namespace_obj,
+            _MEMO: {},
+        }
         if inventory is not None:
             object_activation["inventory"] = view_activation["inventory"] = inventory
         results: list[CheckResult] = []
@@ -425,10 +442,15 @@ class Engine:
                     continue
             # Fast path: call the generated function directly; nearly every check returns a
             # bool. Anything else goes through ``_settle``.
-            try:
-                verdict: object = bound.function(activation)
-            except Exception:  # noqa: BLE001 - ``_settle`` re-runs it and reports the error
-                verdict = None
+            memo = activation[_MEMO] if bound.repeated else None
+            verdict: object = _UNKNOWN if memo is None else memo.get(bound.function, _UNKNOWN)
+            if verdict is _UNKNOWN:
+                try:
+                    verdict = bound.function(activation)
+                except Exception:  # noqa: BLE001 - ``_settle`` re-runs it and reports the error
+                    verdict = None
+                if memo is not None:
+                    memo[bound.function] = verdict
             if verdict is True:
                 append(bound.passed)
             elif verdict is False and bound.message_program is None:
