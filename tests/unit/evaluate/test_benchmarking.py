@@ -1,0 +1,40 @@
+"""The in-process evaluate benchmark: what it measures and how it reports it."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from kposture.evaluate import benchmarking
+
+
+def test_the_in_process_bench_measures_every_phase_over_the_events_it_was_given() -> None:
+    report = benchmarking.run(objects=400, events=500, seed=3)
+    assert report["setup"]["objects"] == 400
+    assert report["setup"]["checks"] > 50  # the full built-in set
+    assert report["cold_load"]["events"] == 400
+    assert report["evaluate"]["events"] == report["evaluate_changed_only"]["events"] == 500
+    assert sum(report["evaluate"]["mix"].values()) == 500
+    # A cold start of 400 objects of the synthetic fleet opens findings.
+    assert report["cold_load"]["outputs"] > 0
+    for name in ("cold_load", "evaluate", "evaluate_changed_only", "engine"):
+        phase = report[name]
+        assert phase["cpu_seconds"] > 0
+        rate = phase["events"] / phase["cpu_seconds"]  # cpu_seconds is rounded in the report
+        assert phase["events_per_cpu_second"] == pytest.approx(rate, rel=0.01)
+        assert 0 < phase["p50_us"] <= phase["p99_us"] <= phase["max_us"]
+        rounds = phase["rounds_events_per_cpu_second"]
+        assert len(rounds) == benchmarking.ROUNDS
+        assert phase["median_round_events_per_cpu_second"] == statistics.median(rounds)
+    assert report["memory"]["tracked_objects"] == 400
+    assert report["memory"]["bytes_per_tracked_object"] > 100
+
+
+def test_rounds_split_the_events_into_consecutive_parts() -> None:
+    seen: list[int] = []
+    phase = benchmarking.measure(seen.append, list(range(12)), count_outputs=False)
+    assert seen == list(range(12))
+    assert phase.events == 12
+    # 12 events in five rounds of two or three events.
+    assert len(phase.rounds_events_per_cpu_second) == benchmarking.ROUNDS
