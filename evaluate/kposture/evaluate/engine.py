@@ -3,7 +3,11 @@
 Built once per policy set: every CEL expression is compiled once, rules are indexed by
 (API group, kind) so an object only meets the checks that can apply to it, and each kind gets
 the projection of the fields its checks read. ``evaluate`` is then a pure function of the object
-(and its namespace), cheap enough to run for every watch event.
+(and its namespace), cheap enough to run for every watch event. The stream processor calls
+``triage`` instead, which skips the pod-template checks of an object that a workload controls
+(they are rolled up to the controller) unless one of them is open on it. The checks of one
+object share an activation memo: repeated subexpressions (the list of every container) and
+programs that several baselines repeat are computed once per object.
 
 Results are ``common.Result`` values: ``pass``, ``fail``, ``error`` (the check could not be
 evaluated: never remediate on it) and ``skip`` (the check's match excludes this object).
