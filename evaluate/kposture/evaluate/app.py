@@ -60,6 +60,8 @@ PRODUCER_LINGER_S = 0.005
 """How long a batch of outputs waits to fill (as ``runtime.kafka.producer``'s 5 ms)."""
 NAMESPACES_CACHED = 4096
 """Parsed namespace objects kept, so an object's namespace is not parsed per event."""
+INVENTORIES_CACHED = 1024
+"""Clusters whose assembled inventory is kept until their NetworkPolicy table changes."""
 SWEEP_YIELD_EVERY = 200
 """Objects re-evaluated by a sweep between two yields to the event loop."""
 SWEEP_KEY = b"sweep"
@@ -92,6 +94,8 @@ class EvaluateApp:
         self._parsed_namespaces: dict[bytes, tuple[bytes, Mapping[str, Any]]] = {}
         self._network_policies: _Direct = _Direct.none()  # every cluster's NetworkPolicies
         self._parsed_policies: dict[bytes, tuple[bytes, Any]] = {}
+        # Each cluster's last assembled inventory, with the table version it was built at.
+        self._inventories: dict[str, tuple[int, dict[str, Any]]] = {}
         self._sweep_topic: Any = None
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -215,8 +219,10 @@ class EvaluateApp:
         self._network_policies = _Direct.of(
             app.GlobalTable(
                 "network-policies", partitions=partitions, key_type=bytes, value_type=bytes
-            )
+            ),
+            counted=True,
         )
+        self._inventories.clear()
 
         async def evaluate_resources(stream: Any) -> None:
             # Subscribes the resources topic (and co-partitions the tables with it); its
@@ -361,12 +367,21 @@ class EvaluateApp:
         assert self.processor is not None  # set before faust starts
         if not inventory.maintained(self.processor.needs_inventory(ref)):
             return None  # nearly every kind: no cross-object check, nothing to assemble
-        return inventory.assemble(
-            self._network_policies.data.items(),
-            cluster=cluster,
-            overlay=overlay,
-            parsed=self._parsed_policies,
+        data = self._network_policies.data
+        version = data.version if isinstance(data, inventory.Counted) else None
+        if overlay is None and version is not None:
+            cached = self._inventories.get(cluster)
+            if cached is not None and cached[0] == version:
+                # The same object as last time: the processor remembers its digest too.
+                return cached[1]
+        assembled = inventory.assemble(
+            data.items(), cluster=cluster, overlay=overlay, parsed=self._parsed_policies
         )
+        if overlay is None and version is not None:
+            if len(self._inventories) >= INVENTORIES_CACHED:
+                self._inventories.clear()
+            self._inventories[cluster] = (version, assembled)
+        return assembled
 
     def _on_network_policy(self, resource: Any, *, partition: int) -> None:
         # Keep the global table current, then ask the partition that owns each affected
@@ -504,11 +519,15 @@ class _Direct:
     changelog: str
 
     @classmethod
-    def of(cls, table: Any) -> _Direct:
+    def of(cls, table: Any, *, counted: bool = False) -> _Direct:
         # The memory store keeps a plain dict: using it directly skips two Python-level
         # mapping layers per event (any other store is used through its mapping interface).
+        # ``counted`` swaps that dict for an ``inventory.Counted`` one, which faust then
+        # writes too, so readers can tell whether anything changed since they last looked.
         store = table.data
         inner = getattr(store, "data", None)
+        if isinstance(inner, dict) and counted and not isinstance(inner, inventory.Counted):
+            inner = store.data = inventory.Counted(inner)
         data = inner if isinstance(inner, dict) else store
         return cls(data, table.changelog_topic.get_topic_name())
 

@@ -156,6 +156,51 @@ def assemble(
     return {NETWORK_POLICIES: policies}
 
 
+class Counted(dict[bytes, bytes]):
+    """A table's data that counts its changes (``version``), however they are made.
+
+    Every worker keeps every NetworkPolicy, and each Namespace event needs its cluster's
+    inventory: assembling it (and digesting it) walks the whole table, which costs more than
+    evaluating the Namespace once a cluster has a few hundred policies. The app keeps the
+    assembled inventory until the version moves. Writes come from this worker and from the
+    changelog (faust applies it with ``update`` and ``pop``), so every mutating method counts.
+    """
+
+    version: int = 0
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.version += 1
+        super().__delitem__(key)
+
+    def pop(self, key: bytes, *default: Any) -> Any:
+        self.version += 1
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[bytes, bytes]:
+        self.version += 1
+        return super().popitem()
+
+    def setdefault(self, key: bytes, default: Any = None) -> Any:
+        self.version += 1
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.version += 1
+        super().update(*args, **kwargs)
+
+    def clear(self) -> None:
+        self.version += 1
+        super().clear()
+
+    def __ior__(self, other: Any) -> Counted:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+
 def encode_update(update: Update) -> bytes:
     """An update as the value of a re-evaluation request."""
     return orjson.dumps(

@@ -367,35 +367,47 @@ def namespace_key(cluster: str, namespace: str) -> str:
 
 def _namespace_salt(namespace_obj: Mapping[str, Any] | None) -> str:
     # namespaceSelector matches read the namespace's labels: a label change must re-evaluate.
-    # Every event pays this, with one of a few namespace objects, which the app hands over
-    # unchanged (and never mutated) until the namespace changes: remember the salt of each.
     if namespace_obj is None:
         return _NO_NAMESPACE_SALT
-    entry = _SALT_OF.get(id(namespace_obj))
-    if entry is not None and entry[0] is namespace_obj:
-        return entry[1]
+    return _remembered(namespace_obj, _labels_salt)
+
+
+def _labels_salt(namespace_obj: Mapping[str, Any]) -> str:
     labels = (namespace_obj.get("metadata") or {}).get("labels") or {}
-    salt = _labels_salt(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS))
-    if len(_SALT_OF) >= _SALTS_KEPT:
-        _SALT_OF.clear()
-    # The entry holds the object, so its id cannot be reused while the entry exists.
-    _SALT_OF[id(namespace_obj)] = (namespace_obj, salt)
-    return salt
-
-
-def _labels_salt(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
-
-
-_SALT_OF: dict[int, tuple[Mapping[str, Any], str]] = {}
-_SALTS_KEPT = 4096
-_NO_NAMESPACE_SALT = _labels_salt(b"{}")
+    return _hashed(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS))
 
 
 def _inventory_salt(inventory: Mapping[str, Any]) -> str:
     # Prefixed so a state digest with an inventory never ends like one without.
-    data = orjson.dumps(inventory, option=orjson.OPT_SORT_KEYS)
-    return "i" + hashlib.blake2b(data, digest_size=8).hexdigest()
+    return _remembered(inventory, _views_salt)
+
+
+def _views_salt(inventory: Mapping[str, Any]) -> str:
+    return "i" + _hashed(orjson.dumps(inventory, option=orjson.OPT_SORT_KEYS))
+
+
+def _hashed(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _remembered(source: Mapping[str, Any], salt_of: Callable[[Mapping[str, Any]], str]) -> str:
+    # Every event pays a salt, computed from one of a few objects (a namespace, a cluster's
+    # inventory) that the app hands over again, unchanged and never mutated, until they
+    # change: remember the salt of each object by identity.
+    entry = _SALT_OF.get(id(source))
+    if entry is not None and entry[0] is source:
+        return entry[1]
+    salt = salt_of(source)
+    if len(_SALT_OF) >= _SALTS_KEPT:
+        _SALT_OF.clear()
+    # The entry holds the object, so its id cannot be reused while the entry exists.
+    _SALT_OF[id(source)] = (source, salt)
+    return salt
+
+
+_SALT_OF: dict[int, tuple[Mapping[str, Any], str]] = {}
+_SALTS_KEPT = 4096
+_NO_NAMESPACE_SALT = _hashed(b"{}")
 
 
 def _verdict(result: engine.CheckResult) -> tracking.Verdict:

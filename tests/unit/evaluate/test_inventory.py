@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import types
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -235,3 +237,53 @@ def orjson_loads(data: bytes | None) -> Any:
     """A table value decoded."""
     assert data is not None
     return orjson.loads(data)
+
+
+def test_counted_table_data_counts_every_kind_of_change() -> None:
+    """The app reuses an assembled inventory until the count moves: no write may slip by."""
+    data = inventory.Counted({b"c/1": b"{}"})
+    seen = data.version
+    changes: list[Callable[[], object]] = [
+        lambda: data.__setitem__(b"c/2", b"{}"),
+        lambda: data.update([(b"c/3", b"{}")]),  # how faust applies a changelog batch
+        lambda: data.pop(b"c/3", None),
+        lambda: data.__delitem__(b"c/2"),
+        lambda: data.setdefault(b"c/4", b"{}"),
+        data.popitem,
+        lambda: data.__ior__({b"c/5": b"{}"}),
+        data.clear,
+    ]
+    for change in changes:
+        change()
+        assert data.version > seen
+        seen = data.version
+    assert data == {}
+    # Reads do not count.
+    data[b"c/6"] = b"{}"
+    seen = data.version
+    assert data.get(b"c/6") == b"{}"
+    assert list(data.items()) == [(b"c/6", b"{}")]
+    assert data.version == seen
+
+
+def test_faust_memory_store_changelog_batches_move_the_count() -> None:
+    """faust's memory store writes a global table through ``update`` and ``pop``."""
+    from faust.stores.memory import Store
+
+    class _Event:
+        def __init__(self, key: bytes, value: bytes | None) -> None:
+            self.key, self.value = key, value
+            self.message = types.SimpleNamespace(value=value, partition=0)
+
+    store = Store.__new__(Store)
+    store.data = inventory.Counted()
+    store._key_partition = {}
+    seen = store.data.version
+    identity = lambda value: value  # noqa: E731
+    store.apply_changelog_batch([_Event(b"c/1", b"{}")], to_key=identity, to_value=identity)  # type: ignore[list-item]
+    assert store.data == {b"c/1": b"{}"}
+    assert store.data.version > seen
+    seen = store.data.version
+    store.apply_changelog_batch([_Event(b"c/1", None)], to_key=identity, to_value=identity)  # type: ignore[list-item]
+    assert store.data == {}
+    assert store.data.version > seen
