@@ -55,8 +55,14 @@ def run_fixture_tests(baseline_path: pathlib.Path) -> FixtureReport:
         evaluator = engine.Engine([baseline.at(version)])
         for case in suite.cases:
             cases += 1
+            # As in ``kposture scan``: a view the case does not list is an empty one.
+            inventory = (
+                None
+                if case.inventory is None
+                else {**{view: [] for view in evaluator.inventory_views}, **case.inventory}
+            )
             results = evaluator.evaluate(
-                case.object, namespace_obj=case.namespace_object, inventory=case.inventory
+                case.object, namespace_obj=case.namespace_object, inventory=inventory
             )
             by_check = {result.check_id: result for result in results}
             for check_id, expected in case.expect.items():

@@ -57,6 +57,7 @@ def test_cross_object_checks_are_left_out_with_the_reason() -> None:
     """Checks that need the inventory cannot run at admission and are reported as skipped."""
     export = _export("cis-1.12", "nsa-cisa-1.2")
     assert [check for check, _ in export.skipped] == [
+        "cis-1.12/secretReadersInUse",
         "cis-1.12/namespaceNetworkPolicy",
         "nsa-cisa-1.2/defaultDenyNetworkPolicy",
     ]

@@ -173,6 +173,57 @@ def test_cross_object_checks_see_the_scanned_network_policies() -> None:
     }
 
 
+SECRET_READER_APP = """\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: app, namespace: shop}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  template:
+    spec:
+      serviceAccountName: app
+      containers: [{name: web, image: web:1.0}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: app-reads, namespace: shop}
+subjects: [{kind: ServiceAccount, name: app, namespace: shop}]
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader}
+"""
+
+
+def test_a_service_account_is_judged_by_the_scanned_rbac_and_workloads() -> None:
+    """Secret access through a binding matters only while pods run as the account."""
+
+    def verdict(rules: str) -> common.Result:
+        role = (
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n"
+            f"metadata: {{name: reader, namespace: shop}}\nrules: {rules}\n"
+        )
+        report = _scan(SECRET_READER_APP + role, "cis-1.12")
+        (result,) = [r for r in report.results if r.check.check_id == "secretReadersInUse"]
+        assert result.manifest.object["kind"] == "ServiceAccount"
+        return result.check.result
+
+    assert verdict('[{apiGroups: [""], resources: [secrets], verbs: [list]}]') is common.Result.FAIL
+    assert verdict('[{apiGroups: [""], resources: [configmaps], verbs: [list]}]') is (
+        common.Result.PASS
+    )
+    # Without the Deployment no pod runs as the account.
+    no_pods = SECRET_READER_APP.replace("kind: Deployment", "kind: ConfigMap")
+    role = (
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n"
+        'metadata: {name: reader, namespace: shop}\nrules: [{apiGroups: [""], '
+        "resources: [secrets], verbs: [get]}]\n"
+    )
+    report = _scan(no_pods + role, "cis-1.12")
+    (result,) = [r for r in report.results if r.check.check_id == "secretReadersInUse"]
+    assert result.check.result is common.Result.PASS
+
+
 def test_a_scanned_namespace_is_the_namespace_object_of_the_objects_in_it() -> None:
     """A check reading `namespaceObject` sees the Namespace found among the scanned files."""
     custom = loading.load_documents(NAMESPACE_LABEL_BASELINE).baselines[0]
