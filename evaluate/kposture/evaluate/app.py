@@ -98,6 +98,9 @@ class EvaluateApp:
         self._inventories: dict[str, tuple[int, dict[str, Any]]] = {}
         self._sweep_topic: Any = None
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
+        # The objects table's keys by source partition, built by the first sweep after a
+        # rebalance (one pass over the table) and kept current by ``_store`` from then on.
+        self._by_partition: dict[int, dict[bytes, None]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.processed = 0
         """Resource records handled so far (evaluated, skipped or dead-lettered)."""
@@ -243,6 +246,7 @@ class EvaluateApp:
         app.agent(self._sweep_topic, name="sweep-partitions")(sweep_partitions)
 
         async def assigned(sender: Any, assigned: Iterable[Any], **_: Any) -> None:
+            self._by_partition = None  # recovery is about to write the table behind our back
             mine = {tp.partition for tp in assigned if tp.topic == resources.get_topic_name()}
             self.readiness.report("partitions", ok=True, detail=f"{len(mine)} assigned")
             if mine:
@@ -250,6 +254,7 @@ class EvaluateApp:
 
         async def revoked(sender: Any, revoked: Iterable[Any], **_: Any) -> None:
             assert self.processor is not None  # set before faust starts
+            self._by_partition = None
             for tp in revoked:
                 if tp.topic == resources.get_topic_name():
                     self.processor.tally.drop(tp.partition)
@@ -310,11 +315,18 @@ class EvaluateApp:
             for output in step.outputs:
                 self._send(output)
 
+    def _keys_of(self, partition: int) -> list[bytes]:
+        """The objects table's keys of one source partition (O(keys), not O(table))."""
+        if self._by_partition is None:
+            index: dict[int, dict[bytes, None]] = {}
+            for key, value in list(self._objects.data.items()):
+                index.setdefault(storing.partition_of(value), {})[key] = None
+            self._by_partition = index
+        return list(self._by_partition.get(partition, ()))
+
     async def _sweep(self, partition: int) -> None:
         assert self.processor is not None  # set before faust starts
-        keys = [
-            k for k, v in list(self._objects.data.items()) if storing.partition_of(v) == partition
-        ]
+        keys = self._keys_of(partition)
         swept = 0
         for key in keys:
             raw = self._objects.data.get(key)
@@ -337,15 +349,20 @@ class EvaluateApp:
             swept += 1
             if swept % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        mine = [
-            v for v in list(self._objects.data.values()) if storing.partition_of(v) == partition
-        ]
+        data = self._objects.data
+        mine = [raw for key in self._keys_of(partition) if (raw := data.get(key)) is not None]
         self.processor.retally(map(processing.decode_state, mine), partition=partition)
         self.readiness.report(f"partition-{partition}", ok=True, detail="swept", critical=False)
 
     def _store(self, key: bytes, state: processing.ObjectState | None, *, partition: int) -> None:
         value = None if state is None else processing.encode_state(state)
         self._write(self._objects, key, value, partition=partition)
+        if self._by_partition is not None:
+            keys = self._by_partition.setdefault(partition, {})
+            if value is None:
+                keys.pop(key, None)
+            else:
+                keys[key] = None
 
     def _write(self, table: _Direct, key: bytes, value: bytes | None, *, partition: int) -> None:
         # What faust's ``Table.__setitem__`` does from inside a stream (which the batched

@@ -222,7 +222,9 @@ class Watcher:
                 self._health.failed(self._kind, exc.reason)
                 delay = self._backoff.next_delay(retriable=exc.retriable)
                 log.warning(
-                    "watch failed, retrying",
+                    "watch failed (%s: %s), retrying",
+                    exc.reason,
+                    exc,
                     extra=self._log_extra(reason=exc.reason, error=str(exc), retry_in_s=delay),
                 )
                 await self._clock.sleep(delay)
