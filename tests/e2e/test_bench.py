@@ -83,6 +83,11 @@ def test_detection_latency_was_measured_on_violating_writes(
     assert detection["count"] > 0
     assert detection["samples"] >= detection["count"]
     assert 0 < detection["p50"] <= detection["p99"] <= detection["max"]
+    # Split at the apiserver's answer: the write's round trip, then the rest of the way.
+    write, after = detection["apiserver_write"], detection["from_acknowledgement"]
+    assert write["count"] == after["count"] == detection["count"]
+    assert 0 < write["p50"] <= write["max"]
+    assert after["max"] <= detection["max"]
 
 
 def test_the_pipeline_did_real_work_and_cleaned_up(

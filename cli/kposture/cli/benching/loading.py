@@ -34,6 +34,7 @@ class Sample:
     resource_version: int
     at: float  # epoch seconds, just before the request
     enforce: bool  # in the enforce namespace: the remediator should fix it
+    acknowledged_at: float = 0.0  # epoch seconds, when the apiserver's answer arrived
 
 
 @dataclasses.dataclass
@@ -125,6 +126,7 @@ async def churn(
                     resource_version=int(written.resource_version),
                     at=written.at,
                     enforce=enforced,
+                    acknowledged_at=written.at + written.duration_s,
                 )
             )
 

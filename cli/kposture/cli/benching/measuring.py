@@ -31,6 +31,8 @@ def detection(observer: observing.Observer, samples: Sequence[loading.Sample]) -
     """The detection distribution (ms), its stages, and the raw values under ``_values``."""
     total: list[float] = []
     seen: list[float] = []
+    apiserver: list[float] = []
+    acknowledged: list[float] = []
     ingest: list[float] = []
     evaluate: list[float] = []
     for sample in samples:
@@ -39,6 +41,11 @@ def detection(observer: observing.Observer, samples: Sequence[loading.Sample]) -
             continue
         total.append((opened.at - sample.at) * 1000)
         seen.append((opened.seen_at - sample.at) * 1000)
+        if sample.acknowledged_at:
+            # The write's own round trip (the apiserver storing it), and what follows it: the
+            # watch event may leave before the answer does, so the latter can be negative.
+            apiserver.append((sample.acknowledged_at - sample.at) * 1000)
+            acknowledged.append((opened.at - sample.acknowledged_at) * 1000)
         key = f"{sample.cluster}/{sample.uid}"
         on_topic = observer.first_version(key, since_rv=sample.resource_version)
         if on_topic is not None:
@@ -52,6 +59,8 @@ def detection(observer: observing.Observer, samples: Sequence[loading.Sample]) -
             "ingest": reporting.distribution(ingest),
             "evaluate": reporting.distribution(evaluate),
         },
+        "apiserver_write": reporting.distribution(apiserver),
+        "from_acknowledgement": reporting.distribution(acknowledged),
         "seen_by_consumer": reporting.distribution(seen),
         "_values": total,
     }
