@@ -70,6 +70,18 @@ def consumer(
     )
 
 
+async def _admin(kafka: settings_mod.KafkaSettings) -> AIOKafkaAdminClient:
+    """A started admin client; the caller closes it."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers,
+        client_id="kposture-admin",
+        security_protocol=kafka.security_protocol,
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+    await admin.start()
+    return admin
+
+
 async def create_topics(
     kafka: settings_mod.KafkaSettings, specs: Iterable[topics.TopicSpec] | None = None
 ) -> dict[str, str]:
@@ -78,13 +90,7 @@ async def create_topics(
     Returns each topic name with ``created`` or ``exists``.
     """
     wanted = list(specs or topics.catalogue(prefix=kafka.topic_prefix, partitions=kafka.partitions))
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id="kposture-admin",
-        security_protocol=kafka.security_protocol,
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
-    await admin.start()
+    admin = await _admin(kafka)
     try:
         existing = set(await admin.list_topics())
         result = {spec.name: "exists" for spec in wanted if spec.name in existing}
@@ -128,13 +134,7 @@ async def delete_topics(
     The broker removes a deleted topic's data in the background, so a name may still be
     listed for a moment afterwards.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id="kposture-admin",
-        security_protocol=kafka.security_protocol,
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
-    await admin.start()
+    admin = await _admin(kafka)
     try:
         names = sorted(t for t in await admin.list_topics() if select(t))
         for start in range(0, len(names), batch):
