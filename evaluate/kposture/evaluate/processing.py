@@ -15,16 +15,18 @@ import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import orjson
 
-from kposture.evaluate import engine, policy_store, posture, storing, tracking
+from kposture.evaluate import policy_store, posture, storing, tracking
 from kposture.schemas import codec, common, deadletter, envelope, findings, resources, topics
 
 SERVICE = "evaluate"
 Clock = Callable[[], dt.datetime]
+_S = TypeVar("_S")
+_V = TypeVar("_V")
 
 
 ObjectState = storing.ObjectState
@@ -214,7 +216,7 @@ class Processor:
                 watched={finding.ident for finding in before} if before else (),
             )
             passed = triage.passed
-            verdicts = [_verdict(result) for result in triage.notable]
+            verdicts = [_verdicts.get(result) for result in triage.notable]
             if before or verdicts:
                 context = self._context(cluster, ref, obj, namespace_obj, observed_at)
                 outcome = tracking.track(before, verdicts, context)
@@ -369,7 +371,7 @@ def _namespace_salt(namespace_obj: Mapping[str, Any] | None) -> str:
     # namespaceSelector matches read the namespace's labels: a label change must re-evaluate.
     if namespace_obj is None:
         return _NO_NAMESPACE_SALT
-    return _remembered(namespace_obj, _labels_salt)
+    return _namespace_salts.get(namespace_obj)
 
 
 def _labels_salt(namespace_obj: Mapping[str, Any]) -> str:
@@ -378,11 +380,11 @@ def _labels_salt(namespace_obj: Mapping[str, Any]) -> str:
 
 
 def _inventory_salt(inventory: Mapping[str, Any]) -> str:
-    # Prefixed so a state digest with an inventory never ends like one without.
-    return _remembered(inventory, _views_salt)
+    return _inventory_salts.get(inventory)
 
 
 def _views_salt(inventory: Mapping[str, Any]) -> str:
+    # Prefixed so a state digest with an inventory never ends like one without.
     return "i" + _hashed(orjson.dumps(inventory, option=orjson.OPT_SORT_KEYS))
 
 
@@ -390,41 +392,37 @@ def _hashed(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def _remembered(source: Mapping[str, Any], salt_of: Callable[[Mapping[str, Any]], str]) -> str:
-    # Every event pays a salt, computed from one of a few objects (a namespace, a cluster's
-    # inventory) that the app hands over again, unchanged and never mutated, until they
-    # change: remember the salt of each object by identity.
-    entry = _SALT_OF.get(id(source))
-    if entry is not None and entry[0] is source:
-        return entry[1]
-    salt = salt_of(source)
-    if len(_SALT_OF) >= _SALTS_KEPT:
-        _SALT_OF.clear()
-    # The entry holds the object, so its id cannot be reused while the entry exists.
-    _SALT_OF[id(source)] = (source, salt)
-    return salt
+class _ByIdentity(Generic[_S, _V]):
+    """``compute(source)``, remembered by the identity of ``source``.
+
+    For values that every event needs, computed from one of a few objects that come back
+    again and again, unchanged and never mutated: a namespace object or a cluster's inventory
+    (which the app hands over as is until they change), or a check result (most are shared
+    by every object they fit). Bounded: it starts over once it holds ``kept`` entries.
+    """
+
+    def __init__(self, compute: Callable[[_S], _V], *, kept: int = 4096) -> None:
+        self._compute = compute
+        self._kept = kept
+        self._entries: dict[int, tuple[_S, _V]] = {}
+
+    def get(self, source: _S) -> _V:
+        """The value for ``source``, computed on first sight."""
+        entry = self._entries.get(id(source))
+        if entry is not None and entry[0] is source:
+            return entry[1]
+        value = self._compute(source)
+        if len(self._entries) >= self._kept:
+            self._entries.clear()
+        # The entry holds the source, so its id cannot be reused while the entry exists.
+        self._entries[id(source)] = (source, value)
+        return value
 
 
-_SALT_OF: dict[int, tuple[Mapping[str, Any], str]] = {}
-_SALTS_KEPT = 4096
+_namespace_salts = _ByIdentity(_labels_salt)
+_inventory_salts = _ByIdentity(_views_salt)
+_verdicts = _ByIdentity(tracking.Verdict.of)
 _NO_NAMESPACE_SALT = _hashed(b"{}")
-
-
-def _verdict(result: engine.CheckResult) -> tracking.Verdict:
-    """``Verdict.of(result)``, remembered: most results are shared by every object they fit."""
-    entry = _VERDICTS.get(id(result))
-    if entry is not None and entry[0] is result:
-        return entry[1]
-    verdict = tracking.Verdict.of(result)
-    if len(_VERDICTS) >= _VERDICTS_KEPT:
-        _VERDICTS.clear()
-    # The entry holds the result, so its id cannot be reused while the entry exists.
-    _VERDICTS[id(result)] = (result, verdict)
-    return verdict
-
-
-_VERDICTS: dict[int, tuple[engine.CheckResult, tracking.Verdict]] = {}
-_VERDICTS_KEPT = 4096
 
 
 def _contribution(state: ObjectState | None) -> posture.Contribution | None:
