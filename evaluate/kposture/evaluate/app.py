@@ -385,19 +385,18 @@ class EvaluateApp:
         if not inventory.maintained(self.processor.needs_inventory(ref)):
             return None  # nearly every kind: no cross-object check, nothing to assemble
         data = self._network_policies.data
-        version = data.version if isinstance(data, inventory.Counted) else None
-        if overlay is None and version is not None:
-            cached = self._inventories.get(cluster)
-            if cached is not None and cached[0] == version:
-                # The same object as last time: the processor remembers its digest too.
-                return cached[1]
+        # An overlay is a one-off view (a change the table may not show yet): never kept.
+        kept = overlay is None and isinstance(data, inventory.Counted)
+        cached = self._inventories.get(cluster) if kept else None
+        if cached is not None and cached[0] == data.version:
+            return cached[1]  # the same object as last time: the processor knows its digest
         assembled = inventory.assemble(
             data.items(), cluster=cluster, overlay=overlay, parsed=self._parsed_policies
         )
-        if overlay is None and version is not None:
+        if kept:
             if len(self._inventories) >= INVENTORIES_CACHED:
                 self._inventories.clear()
-            self._inventories[cluster] = (version, assembled)
+            self._inventories[cluster] = (data.version, assembled)
         return assembled
 
     def _on_network_policy(self, resource: Any, *, partition: int) -> None:
