@@ -31,32 +31,40 @@ REQUIRED = {
 }
 
 
+def _kposture(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``kposture ARGS...`` as users run it: the console script, in ``cwd``."""
+    script = Path(sys.executable).with_name("kposture")
+    return subprocess.run(  # noqa: S603 - our own console script, fixed arguments
+        [str(script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_S,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
 @pytest.fixture(scope="module")
 def bench_run(
     local_env: environment.Environment, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]:
     """One small bench run (about two minutes), shared by the tests of this module."""
     workdir = tmp_path_factory.mktemp("bench")
-    script = Path(sys.executable).with_name("kposture")
     output = workdir / "bench-report.json"
-    completed = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
-        [
-            str(script),
-            "bench",
-            "--objects",
-            "20",
-            "--duration",
-            "15",
-            "--burst-events",
-            str(BURST_EVENTS),
-            "--output",
-            str(output),
-        ],
+    completed = _kposture(
+        "bench",
+        "--objects",
+        "20",
+        "--duration",
+        "15",
+        "--burst-events",
+        str(BURST_EVENTS),
+        "--output",
+        str(output),
         cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT_S,
-        check=False,
     )
     assert output.is_file(), f"no report; output:\n{completed.stdout}\n{completed.stderr}"
     return completed, json.loads(output.read_text()), output
@@ -135,27 +143,19 @@ def test_a_png_of_the_latency_distributions_is_written_next_to_the_report(
 def test_bench_evaluate_with_kafka_reports_both_phases_of_the_faust_worker(
     local_env: environment.Environment, tmp_path: Path
 ) -> None:
-    script = Path(sys.executable).with_name("kposture")
     output = tmp_path / "evaluate.json"
-    completed = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
-        [
-            str(script),
-            "bench",
-            "evaluate",
-            "--objects",
-            "2000",
-            "--events",
-            "2000",
-            "--kafka",
-            "--output",
-            str(output),
-        ],
+    completed = _kposture(
+        "bench",
+        "evaluate",
+        "--objects",
+        "2000",
+        "--events",
+        "2000",
+        "--kafka",
+        "--output",
+        str(output),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT_S,
-        check=False,
-        env={**os.environ, "KPOSTURE_KAFKA_BOOTSTRAP": local_env.kafka_bootstrap},
+        env={"KPOSTURE_KAFKA_BOOTSTRAP": local_env.kafka_bootstrap},
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     measured = json.loads(output.read_text())["kafka"]
