@@ -6,8 +6,11 @@ Each CloudEvent is decoded, the object is evaluated against the policy in force,
 (content digest, open findings, the object itself) is stored in the ``objects`` table and the
 resulting transitions are published to ``findings``. Namespace objects also go to the
 ``namespaces`` global table, which every worker reads in full, so namespaceSelector matches,
-owners and criticality can see them. Records that cannot be decoded or evaluated go to the
-``dlq`` topic with the reason, and the stream goes on.
+owners and criticality can see them. The kinds that cross-object checks read (NetworkPolicies,
+RBAC objects, ServiceAccounts, Pods and workloads) go, reduced, to the ``inventory`` global
+table (``inventory``); a change there asks the objects it concerns to be re-evaluated. Records
+that cannot be decoded or evaluated go to the ``dlq`` topic with the reason, and the stream
+goes on.
 
 Outputs and ``objects`` changelog records go through one ``publishing.Publisher`` (batched,
 acks=all), flushed by faust's commit before it commits offsets. The table is written to its
@@ -33,6 +36,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -60,8 +64,8 @@ PRODUCER_LINGER_S = 0.005
 """How long a batch of outputs waits to fill (as ``runtime.kafka.producer``'s 5 ms)."""
 NAMESPACES_CACHED = 4096
 """Parsed namespace objects kept, so an object's namespace is not parsed per event."""
-INVENTORIES_CACHED = 1024
-"""Clusters whose assembled inventory is kept until their NetworkPolicy table changes."""
+INVENTORIES_CACHED = 4096
+"""Assembled inventories (per cluster, namespace and views) kept until their entries change."""
 SWEEP_YIELD_EVERY = 200
 """Objects re-evaluated by a sweep between two yields to the event loop."""
 SWEEP_KEY = b"sweep"
@@ -92,16 +96,19 @@ class EvaluateApp:
         self._objects: _Direct = _Direct.none()
         self._namespaces: _Direct = _Direct.none()
         self._parsed_namespaces: dict[bytes, tuple[bytes, Mapping[str, Any]]] = {}
-        self._network_policies: _Direct = _Direct.none()  # every cluster's NetworkPolicies
-        self._parsed_policies: dict[bytes, tuple[bytes, Any]] = {}
-        # Each cluster's last assembled inventory, with the table version it was built at.
-        self._inventories: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._inventory_table: _Direct = _Direct.none()  # every cluster's inventory entries
+        self._parsed_entries: dict[bytes, Any] = {}
+        # The views the policy in force needs kept, and the last inventories assembled from
+        # them, with the entry versions they were built at.
+        self._kept_views: frozenset[str] = frozenset()
+        self._inventories: dict[tuple[Any, ...], tuple[tuple[int, int], dict[str, Any]]] = {}
         self._sweep_topic: Any = None
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
         # The objects table's keys by source partition, built by the first sweep after a
         # rebalance (one pass over the table) and kept current by ``_store`` from then on.
         self._by_partition: dict[int, dict[bytes, None]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._origin = uuid.uuid4().hex  # names this worker in its re-evaluation requests
         self.processed = 0
         """Resource records handled so far (evaluated, skipped or dead-lettered)."""
 
@@ -131,6 +138,7 @@ class EvaluateApp:
             dead_letter=self._send,
         )
         self.processor = processing.Processor(await self._follower.start(), clock=self.clock)
+        self._kept_views = inventory.kept_views(self.processor.policy.engine.inventory_views)
         self._faust = self._build_faust()
         await self._faust.start()
         self.readiness.report("kafka", ok=True, detail="faust app started")
@@ -217,13 +225,11 @@ class EvaluateApp:
         self._namespaces = _Direct.of(
             app.GlobalTable("namespaces", partitions=partitions, key_type=bytes, value_type=bytes)
         )
-        # NetworkPolicies arrive on any partition but decide a Namespace's cross-object checks,
-        # so every worker keeps all of them (reduced by ``inventory.network_policy_entry``).
-        self._network_policies = _Direct.of(
-            app.GlobalTable(
-                "network-policies", partitions=partitions, key_type=bytes, value_type=bytes
-            ),
-            counted=True,
+        # What cross-object checks read arrives on any partition, so every worker keeps all
+        # of it (reduced to ``inventory`` entries, indexed by cluster, namespace and view).
+        self._inventory_table = _Direct.of(
+            app.GlobalTable("inventory", partitions=partitions, key_type=bytes, value_type=bytes),
+            indexed=True,
         )
         self._inventories.clear()
 
@@ -310,8 +316,12 @@ class EvaluateApp:
                 ns_key = processing.namespace_key(resource.cluster, resource.ref.name).encode()
                 value = None if step.state is None else orjson.dumps(resource.object)
                 self._write(self._namespaces, ns_key, value, partition=message.partition)
-            if inventory.is_network_policy(resource.ref):
-                self._on_network_policy(resource, partition=message.partition)
+            if self._kept_views:
+                update = inventory.update_of(
+                    resource, table=self._inventory_table.data, views=self._kept_views
+                )
+                if update is not None:
+                    self._on_inventory(update, partition=message.partition)
             for output in step.outputs:
                 self._send(output)
 
@@ -334,6 +344,7 @@ class EvaluateApp:
                 continue
             state = processing.decode_state(raw)
             try:
+                self._refill(state, partition=partition)
                 step = self.processor.sweep(
                     state,
                     namespace_obj=self._namespace(state.cluster, state.ref.namespace),
@@ -353,6 +364,21 @@ class EvaluateApp:
         mine = [raw for key in self._keys_of(partition) if (raw := data.get(key)) is not None]
         self.processor.retally(map(processing.decode_state, mine), partition=partition)
         self.readiness.report(f"partition-{partition}", ok=True, detail="swept", critical=False)
+
+    def _refill(self, state: processing.ObjectState, *, partition: int) -> None:
+        # A stored object whose inventory entry is missing (the table is new since an upgrade,
+        # or the policy now needs a view nobody kept): add it, as its event would have.
+        if not self._kept_views or inventory.view_of(state.ref) is None:
+            return
+        update = inventory.refill_of(
+            state.cluster,
+            state.ref,
+            state.load_object(),
+            table=self._inventory_table.data,
+            views=self._kept_views,
+        )
+        if update is not None:
+            self._on_inventory(update, partition=partition)
 
     def _store(self, key: bytes, state: processing.ObjectState | None, *, partition: int) -> None:
         value = None if state is None else processing.encode_state(state)
@@ -382,41 +408,46 @@ class EvaluateApp:
         self, cluster: str, ref: Any, *, overlay: inventory.Update | None = None
     ) -> dict[str, Any] | None:
         assert self.processor is not None  # set before faust starts
-        if not inventory.maintained(self.processor.needs_inventory(ref)):
+        views = self.processor.needs_inventory(ref)
+        if not views or not views <= self._kept_views:
             return None  # nearly every kind: no cross-object check, nothing to assemble
-        data = self._network_policies.data
+        table = self._inventory_table.data
+        scope = inventory.scope_of(ref)
         # An overlay is a one-off view (a change the table may not show yet): never kept.
-        kept = overlay is None and isinstance(data, inventory.Counted)
-        cached = self._inventories.get(cluster) if kept else None
-        if cached is not None and cached[0] == data.version:
-            return cached[1]  # the same object as last time: the processor knows its digest
+        kept = overlay is None and isinstance(table, inventory.Indexed)
+        if kept:
+            versions = (
+                table.version if scope is None else table.version_of(cluster, scope),
+                table.version_of(cluster, ""),
+            )
+            cached = self._inventories.get((cluster, scope, views))
+            if cached is not None and cached[0] == versions:
+                return cached[1]  # the same object as last time: the processor knows its digest
         assembled = inventory.assemble(
-            data.items(), cluster=cluster, overlay=overlay, parsed=self._parsed_policies
+            table,
+            cluster=cluster,
+            namespace=scope,
+            views=sorted(views),
+            overlay=overlay,
+            parsed=self._parsed_entries,
         )
         if kept:
             if len(self._inventories) >= INVENTORIES_CACHED:
                 self._inventories.clear()
-            self._inventories[cluster] = (data.version, assembled)
+            self._inventories[(cluster, scope, views)] = (versions, assembled)
         return assembled
 
-    def _on_network_policy(self, resource: Any, *, partition: int) -> None:
-        # Keep the global table current, then ask the partition that owns each affected
-        # Namespace to re-evaluate it: its state, and the right to write it, live there.
-        key = resource.key.encode()
-        update = inventory.update_of(resource, stored=self._network_policies.data.get(key))
-        if update is None:
-            return  # a resync, or a change of fields that no check reads
-        self._write(self._network_policies, update.key, update.value, partition=partition)
+    def _on_inventory(self, update: inventory.Update, *, partition: int) -> None:
+        # Keep the global table current, then ask the partition that owns each concerned
+        # object to re-evaluate it: its state, and the right to write it, live there.
+        self._write(self._inventory_table, update.key, update.value, partition=partition)
+        if not update.targets:
+            return
         assert self._publisher is not None  # set before faust starts
-        request = inventory.encode_update(update)
-        for name in sorted(update.namespaces):
-            metadata = (self._namespace(update.cluster, name) or {}).get("metadata") or {}
-            uid = metadata.get("uid")
-            if not uid:
-                continue  # not seen yet: its own first event will read the table
-            target = f"{update.cluster}/{uid}".encode()
-            # Through the publisher, so the request is acknowledged before the
-            # NetworkPolicy's offset is committed: a crash cannot lose it.
+        request = inventory.encode_update(update, origin=self._origin)
+        for target in sorted(self._keys_of_targets(update.cluster, update.targets)):
+            # Through the publisher, so the request is acknowledged before the offset of the
+            # record that caused it is committed: a crash cannot lose it.
             self._publisher.put(
                 self._sweep_topic.get_topic_name(),
                 key=target,
@@ -427,20 +458,54 @@ class EvaluateApp:
                 ),
             )
 
+    def _keys_of_targets(self, cluster: str, targets: Iterable[inventory.Target]) -> set[bytes]:
+        """The resources keys (``<cluster>/<uid>``) of the objects ``targets`` name.
+
+        An object not seen yet is not named: its own first event will read the table.
+        """
+        keys: set[bytes] = set()
+        table = self._inventory_table.data
+        for kind, namespace, name in targets:
+            if kind == "Namespace":
+                metadata = (self._namespace(cluster, name) or {}).get("metadata") or {}
+                if metadata.get("uid"):
+                    keys.add(f"{cluster}/{metadata['uid']}".encode())
+                continue
+            if kind != "ServiceAccount" or not isinstance(table, inventory.Indexed):
+                continue
+            namespaces = table.namespaces_of(cluster) if namespace == inventory.ANY else [namespace]
+            for ns in namespaces:
+                for key in table.keys_of(cluster, ns, inventory.SERVICE_ACCOUNTS):
+                    entry = self._parsed_entry(table[key])
+                    if name in (inventory.ANY, entry["metadata"]["name"]):
+                        uid = key.decode().rsplit("/", 1)[1]
+                        keys.add(f"{cluster}/{uid}".encode())
+        return keys
+
+    def _parsed_entry(self, raw: bytes) -> Any:
+        loaded = self._parsed_entries.get(raw)
+        if loaded is None:
+            loaded = self._parsed_entries[raw] = orjson.loads(raw)
+        return loaded
+
     def _reevaluate(self, key: bytes, value: bytes | None) -> None:
-        # One object, after an inventory change. The request carries the change because this
-        # worker's copy of the global table may not show it yet (its changelog can lag).
+        # One object, after an inventory change. A request from another worker carries its
+        # change because this worker's copy of the global table may not show it yet (the
+        # changelog can lag). This worker's own table has it, or something newer: a request is
+        # read after every record before it, so its change may have been undone since, which
+        # applying it again would bring back.
         assert self.processor is not None  # set before faust starts
         raw = self._objects.data.get(key)
         if raw is None or value is None:
             return  # deleted since, or never seen: nothing stored to re-evaluate
         state = processing.decode_state(raw)
         try:
-            update = inventory.decode_update(value)
+            origin, update = inventory.decode_update(value)
+            overlay = None if origin == self._origin else update
             step = self.processor.sweep(
                 state,
                 namespace_obj=self._namespace(state.cluster, state.ref.namespace),
-                inventory=self._inventory(state.cluster, state.ref, overlay=update),
+                inventory=self._inventory(state.cluster, state.ref, overlay=overlay),
             )
         except Exception:  # one bad request must not stop the sweep agent
             log.exception("re-evaluation failed", extra={"key": key})
@@ -495,6 +560,7 @@ class EvaluateApp:
     def _on_policy(self, built: policy_store.PolicySet) -> None:
         assert self.processor is not None  # set before faust starts
         self.processor.policy = built
+        self._kept_views = inventory.kept_views(built.engine.inventory_views)
         self._sweeps.put_nowait("policy")
 
     # -- periodic work ---------------------------------------------------------------------
@@ -535,15 +601,15 @@ class _Direct:
     changelog: str
 
     @classmethod
-    def of(cls, table: Any, *, counted: bool = False) -> _Direct:
+    def of(cls, table: Any, *, indexed: bool = False) -> _Direct:
         # The memory store keeps a plain dict: using it directly skips two Python-level
         # mapping layers per event (any other store is used through its mapping interface).
-        # ``counted`` swaps that dict for an ``inventory.Counted`` one, which faust then
-        # writes too, so readers can tell whether anything changed since they last looked.
+        # ``indexed`` swaps that dict for an ``inventory.Indexed`` one, which faust then
+        # writes too, so readers find entries by namespace and see what changed since.
         store = table.data
         inner = getattr(store, "data", None)
-        if isinstance(inner, dict) and counted and not isinstance(inner, inventory.Counted):
-            inner = store.data = inventory.Counted(inner)
+        if isinstance(inner, dict) and indexed and not isinstance(inner, inventory.Indexed):
+            inner = store.data = inventory.Indexed(inner)
         data = inner if isinstance(inner, dict) else store
         return cls(data, table.changelog_topic.get_topic_name())
 

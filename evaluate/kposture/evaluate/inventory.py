@@ -1,11 +1,25 @@
 """Inventory: the cluster-wide views that cross-object checks read, kept from the stream.
 
-A check with ``needs: [networkPolicies]`` (CIS 5.3.2, the NSA default deny) judges a Namespace
-by the cluster's NetworkPolicy objects, which arrive as events of their own, on other
-partitions. The app keeps every NetworkPolicy, reduced to the fields these checks read, in a
-global table keyed like the resources topic (``<cluster>/<uid>``), so every worker sees all of
-them; this module says what goes into that table, how a cluster's inventory is assembled from
-it, and which Namespaces a NetworkPolicy change must re-evaluate.
+A cross-object check names the views it reads (``needs: [networkPolicies]``) and reads them as
+``inventory.<view>``: CIS 5.3.2 judges a Namespace by the cluster's NetworkPolicy objects, CIS
+5.1.2 a ServiceAccount by the RBAC objects bound to it and the pods and pod templates that run
+as it. Those objects arrive as events of their own, on other partitions, so the app keeps them
+in a global table that every worker reads in full. This module says:
+
+* which kinds feed which view (``VIEWS``) and what of an object a view keeps (its *entry*:
+  only the fields the built-in checks read, so a change nobody reads writes nothing);
+* how the table is indexed (``Indexed``: entries by cluster, namespace and view, with a change
+  count per namespace and a count of equal entries);
+* how an object's inventory is assembled (``assemble``): the entries of the object's own
+  namespace for namespaced views (for a Namespace: the entries in it), the cluster's entries
+  for cluster-scoped views, each view a list of *distinct* entries in a stable order;
+* whom a change concerns (``update_of``): the objects whose cross-object checks may change,
+  as ``Target``s, and only when the view's distinct entries changed (a new Pod of a service
+  account that other Pods already use changes nothing anyone reads).
+
+The stream therefore gives a check less than ``kposture scan`` does (reduced entries, the
+object's namespace only, no duplicates). The built-in checks are written so that both give
+the same verdict; the tests compare them.
 
 Pure: no faust, no Kafka. The app owns the table and the re-evaluation records.
 """
@@ -13,28 +27,59 @@ Pure: no faust, no Kafka. The app owns the table and the re-evaluation records.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
 
+from kposture.evaluate import workloads
 from kposture.schemas import common, resources
 
 NETWORK_POLICIES = "networkPolicies"
-"""The inventory view of the cluster's NetworkPolicy objects (``inventory.networkPolicies``)."""
+"""The view of the cluster's NetworkPolicy objects (``inventory.networkPolicies``)."""
+SERVICE_ACCOUNTS = "serviceAccounts"
+"""The view of ServiceAccounts, which the app also reads to find a concerned account's uid."""
 
-_NETWORK_POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
-_NAMESPACE = ("v1", "Namespace")
+ANY = "*"
+"""In a ``Target``: any namespace, or any name."""
+
+Target = tuple[str, str, str]
+"""``(kind, namespace, name)`` of objects a change concerns; ``ANY`` matches every value."""
+
+Reduce = Callable[[Mapping[str, Any]], dict[str, Any]]
+Concerns = Callable[[str, Mapping[str, Any]], Iterable[Target]]
 
 
-def is_network_policy(ref: common.ObjectRef) -> bool:
-    """Whether ``ref`` names a NetworkPolicy, the only kind an inventory view holds today."""
-    return (ref.api_version, ref.kind) == _NETWORK_POLICY
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One inventory view: the kind it lists, its entry, and whom an entry's change concerns.
+
+    ``concerns(namespace, entry)`` names the objects whose cross-object checks read the entry.
+    """
+
+    name: str
+    group: str
+    kind: str
+    namespaced: bool
+    reduce: Reduce
+    concerns: Concerns
+    concerns_kind: str = "ServiceAccount"
 
 
-def is_namespace(ref: common.ObjectRef) -> bool:
-    """Whether ``ref`` names a Namespace, the kind whose checks read the inventory."""
-    return (ref.api_version, ref.kind) == _NAMESPACE
+def _dig(obj: Any, path: Iterable[str]) -> Any:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, Mapping) else None
+    return obj
+
+
+def _metadata(obj: Mapping[str, Any], *, namespaced: bool, named: bool = True) -> dict[str, Any]:
+    metadata = obj.get("metadata") or {}
+    out: dict[str, Any] = {}
+    if namespaced:
+        out["namespace"] = metadata.get("namespace", "")
+    if named:
+        out["name"] = metadata.get("name", "")
+    return out
 
 
 def network_policy_entry(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,7 +91,6 @@ def network_policy_entry(obj: Mapping[str, Any]) -> dict[str, Any]:
     ports, new peers) without changing a verdict: leaving them out keeps the table small and
     spares the namespace a re-evaluation.
     """
-    metadata = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     entry_spec: dict[str, Any] = {}
     for field in ("podSelector", "policyTypes"):
@@ -55,10 +99,190 @@ def network_policy_entry(obj: Mapping[str, Any]) -> dict[str, Any]:
     for field in ("ingress", "egress"):
         if field in spec:
             entry_spec[field] = [{}] if spec[field] else []
-    return {
-        "metadata": {"namespace": metadata.get("namespace", ""), "name": metadata.get("name", "")},
-        "spec": entry_spec,
-    }
+    return {"metadata": _metadata(obj, namespaced=True), "spec": entry_spec}
+
+
+def _pod_user(spec_path: tuple[str, ...]) -> Reduce:
+    """The entry of a Pod or pod template: its namespace and the service account it runs as.
+
+    No name: the Pods of one service account are one entry (a view lists distinct entries).
+    """
+
+    def reduce(obj: Mapping[str, Any]) -> dict[str, Any]:
+        spec = _dig(obj, spec_path)
+        account = spec.get("serviceAccountName") if isinstance(spec, Mapping) else None
+        nested: dict[str, Any] = {} if account is None else {"serviceAccountName": account}
+        for key in reversed(spec_path):
+            nested = {key: nested}
+        return {"metadata": _metadata(obj, namespaced=True, named=False), **nested}
+
+    return reduce
+
+
+def _pod_user_concerns(spec_path: tuple[str, ...]) -> Concerns:
+    def concerns(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target]:
+        account = _dig(entry, (*spec_path, "serviceAccountName"))
+        return [("ServiceAccount", namespace, account if isinstance(account, str) else "default")]
+
+    return concerns
+
+
+def _rules(obj: Mapping[str, Any]) -> dict[str, Any]:
+    rules = obj.get("rules")
+    if not isinstance(rules, list):
+        return {}
+    kept = [
+        {field: rule[field] for field in ("resources", "verbs") if field in rule}
+        for rule in rules
+        if isinstance(rule, Mapping)
+    ]
+    return {"rules": kept}
+
+
+def _role(*, namespaced: bool) -> Reduce:
+    def reduce(obj: Mapping[str, Any]) -> dict[str, Any]:
+        return {"metadata": _metadata(obj, namespaced=namespaced), **_rules(obj)}
+
+    return reduce
+
+
+def _binding(*, namespaced: bool) -> Reduce:
+    def reduce(obj: Mapping[str, Any]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"metadata": _metadata(obj, namespaced=namespaced)}
+        role_ref = obj.get("roleRef")
+        if isinstance(role_ref, Mapping):
+            entry["roleRef"] = {f: role_ref[f] for f in ("kind", "name") if f in role_ref}
+        subjects = obj.get("subjects")
+        if isinstance(subjects, list):
+            entry["subjects"] = [
+                {f: s[f] for f in ("kind", "name", "namespace") if f in s}
+                for s in subjects
+                if isinstance(s, Mapping)
+            ]
+        return entry
+
+    return reduce
+
+
+def _bound_accounts(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target]:
+    # A RoleBinding's subject without a namespace is in the binding's; a ClusterRoleBinding's
+    # (namespace "") must name one to grant anything to a service account.
+    for subject in entry.get("subjects") or ():
+        if subject.get("kind") == "ServiceAccount" and isinstance(subject.get("name"), str):
+            where = subject.get("namespace") or namespace
+            if where:
+                yield ("ServiceAccount", where, subject["name"])
+
+
+def _accounts_of_namespace(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target]:
+    return [("ServiceAccount", namespace or ANY, ANY)]
+
+
+def _namespace_itself(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target]:
+    return [("Namespace", "", namespace)] if namespace else []
+
+
+def _nobody(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target]:
+    return ()
+
+
+def _workload_views() -> list[View]:
+    views = []
+    for (group, kind), template in workloads.TEMPLATE_PATHS.items():
+        if kind in ("PodTemplate", "ReplicationController"):
+            continue  # no built-in check reads them
+        spec_path = (*template, "spec") if template else ("spec",)
+        name = kind[0].lower() + kind[1:] + "s"
+        views.append(
+            View(name, group, kind, True, _pod_user(spec_path), _pod_user_concerns(spec_path))
+        )
+    return views
+
+
+_RBAC = "rbac.authorization.k8s.io"
+
+VIEWS: tuple[View, ...] = (
+    View(
+        NETWORK_POLICIES,
+        "networking.k8s.io",
+        "NetworkPolicy",
+        True,
+        network_policy_entry,
+        _namespace_itself,
+        "Namespace",
+    ),
+    View(
+        SERVICE_ACCOUNTS,
+        "",
+        "ServiceAccount",
+        True,
+        lambda obj: {"metadata": _metadata(obj, namespaced=True)},
+        _nobody,
+        "",
+    ),
+    View("roles", _RBAC, "Role", True, _role(namespaced=True), _accounts_of_namespace),
+    View(
+        "clusterRoles", _RBAC, "ClusterRole", False, _role(namespaced=False), _accounts_of_namespace
+    ),
+    View("roleBindings", _RBAC, "RoleBinding", True, _binding(namespaced=True), _bound_accounts),
+    View(
+        "clusterRoleBindings",
+        _RBAC,
+        "ClusterRoleBinding",
+        False,
+        _binding(namespaced=False),
+        _bound_accounts,
+    ),
+    *_workload_views(),
+)
+"""Every view the stream processor can keep."""
+
+BY_NAME: Mapping[str, View] = {view.name: view for view in VIEWS}
+_BY_KIND: Mapping[tuple[str, str], View] = {(view.group, view.kind): view for view in VIEWS}
+
+MAINTAINED = frozenset(BY_NAME)
+"""The views the stream processor can keep. A check needing another view does not run there
+(it would read a missing field); ``kposture scan`` builds every view from the scanned files."""
+
+
+def maintained(views: frozenset[str]) -> bool:
+    """Whether the stream processor can give an inventory holding all of ``views``."""
+    return bool(views) and views <= MAINTAINED
+
+
+def kept_views(needed: Iterable[str]) -> frozenset[str]:
+    """The views to keep for checks needing ``needed``: those, plus the service accounts when a
+    change of one of them concerns service accounts (the app looks their uids up there)."""
+    kept = {name for name in needed if name in BY_NAME}
+    if any(BY_NAME[name].concerns_kind == "ServiceAccount" for name in kept):
+        kept.add(SERVICE_ACCOUNTS)
+    return frozenset(kept)
+
+
+def view_of(ref: common.ObjectRef) -> View | None:
+    """The view that objects like ``ref`` feed, if any."""
+    return _BY_KIND.get((workloads.group_of(ref.api_version), ref.kind))
+
+
+def scope_of(ref: common.ObjectRef) -> str | None:
+    """The namespace whose entries an object's inventory holds: its own, or for a Namespace
+    the one it is; ``None`` (every namespace) for other cluster-scoped objects."""
+    if ref.namespace:
+        return ref.namespace
+    if ref.kind == "Namespace" and ref.api_version == "v1":
+        return ref.name
+    return None
+
+
+def entry_key(cluster: str, namespace: str, view: str, uid: str) -> bytes:
+    """The table key of an entry: ``<cluster>/<namespace>/<view>/<uid>``."""
+    return f"{cluster}/{namespace}/{view}/{uid}".encode()
+
+
+def _split(key: bytes) -> tuple[str, str, str] | None:
+    # ``(cluster, namespace, view)``; a cluster name may hold "/", the other parts cannot.
+    parts = key.decode().rsplit("/", 3)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 4 else None
 
 
 def encode_entry(entry: Mapping[str, Any]) -> bytes:
@@ -66,172 +290,283 @@ def encode_entry(entry: Mapping[str, Any]) -> bytes:
     return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
 
 
+class Indexed(dict[bytes, bytes]):
+    """The inventory table's data, indexed however it is written.
+
+    Writes come from this worker and from the changelog (faust applies a batch with ``update``
+    and then ``pop``s deleted keys, which it first sets to ``None``), so every mutating method
+    keeps the indexes: the keys per ``(cluster, namespace, view)``, a change count per
+    ``(cluster, namespace)`` (cluster-scoped entries have namespace ``""``) and overall
+    (``version``), and how many entries hold each value per view, so a writer can tell whether a
+    view's distinct entries change.
+    """
+
+    def __init__(self, initial: Mapping[bytes, bytes] | None = None) -> None:
+        super().__init__()
+        self.version = 0
+        self._buckets: dict[tuple[str, str, str], dict[bytes, None]] = {}
+        self._versions: dict[tuple[str, str], int] = {}
+        self._uses: dict[tuple[str, str, str, bytes], int] = {}
+        if initial:
+            self.update(initial)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def version_of(self, cluster: str, namespace: str) -> int:
+        """How often the entries of one namespace (``""``: cluster-scoped) changed."""
+        return self._versions.get((cluster, namespace), 0)
+
+    def keys_of(self, cluster: str, namespace: str, view: str) -> Iterable[bytes]:
+        """The keys of one view's entries in one namespace."""
+        return self._buckets.get((cluster, namespace, view), {}).keys()
+
+    def namespaces_of(self, cluster: str) -> list[str]:
+        """The namespaces that hold entries of ``cluster`` (``""`` for cluster-scoped ones)."""
+        return [ns for (c, ns), _ in self._versions.items() if c == cluster]
+
+    def uses(self, key: bytes, value: bytes) -> int:
+        """How many entries of ``key``'s view and namespace hold ``value``."""
+        where = _split(key)
+        return 0 if where is None else self._uses.get((*where, value), 0)
+
+    # -- the indexes -----------------------------------------------------------------------
+
+    def _note(self, key: bytes, value: Any, sign: int) -> None:
+        self.version += 1
+        where = _split(key) if isinstance(value, bytes) else None
+        if where is None:
+            return  # a value faust set to None before deleting it, or a foreign key
+        cluster, namespace, view = where
+        self._versions[(cluster, namespace)] = self._versions.get((cluster, namespace), 0) + 1
+        bucket = self._buckets.setdefault(where, {})
+        use = (cluster, namespace, view, value)
+        count = self._uses.get(use, 0) + sign
+        if sign > 0:
+            bucket[key] = None
+        else:
+            bucket.pop(key, None)
+            if not bucket:
+                del self._buckets[where]
+        if count > 0:
+            self._uses[use] = count
+        else:
+            self._uses.pop(use, None)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        if key in self:
+            self._note(key, super().__getitem__(key), -1)
+        super().__setitem__(key, value)
+        self._note(key, value, +1)
+
+    def __delitem__(self, key: bytes) -> None:
+        value = super().__getitem__(key)
+        super().__delitem__(key)
+        self._note(key, value, -1)
+
+    def pop(self, key: bytes, *default: Any) -> Any:
+        if key not in self:
+            return super().pop(key, *default)
+        value = super().pop(key)
+        self._note(key, value, -1)
+        return value
+
+    def popitem(self) -> tuple[bytes, bytes]:
+        key, value = super().popitem()
+        self._note(key, value, -1)
+        return key, value
+
+    def setdefault(self, key: bytes, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return super().__getitem__(key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def clear(self) -> None:
+        super().clear()
+        self.version += 1
+        for cluster_namespace in self._versions:
+            self._versions[cluster_namespace] += 1
+        self._buckets.clear()
+        self._uses.clear()
+
+    def __ior__(self, other: Any) -> Indexed:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+
 @dataclasses.dataclass(frozen=True)
 class Update:
-    """What one NetworkPolicy event does to the table, and whom it concerns.
+    """What one event does to the table, and whom it concerns.
 
-    ``value`` is the new table value (``None``: delete the key). ``namespaces`` are the names of
-    the Namespaces (in ``cluster``) whose cross-object checks may change.
+    ``value`` is the new table value (``None``: delete the key). ``targets`` are the objects
+    (in ``cluster``) whose cross-object checks may change; empty when the view's distinct
+    entries stay the same.
     """
 
     cluster: str
     key: bytes
     value: bytes | None
-    namespaces: frozenset[str]
+    targets: frozenset[Target]
 
 
-def update_of(event: resources.ResourceEvent, *, stored: bytes | None) -> Update | None:
-    """The table update for a NetworkPolicy event; ``None`` if it changes nothing.
+def update_of(
+    event: resources.ResourceEvent, *, table: Indexed, views: frozenset[str] = MAINTAINED
+) -> Update | None:
+    """The table update for an event of a kind that feeds one of ``views``; ``None`` if none.
 
-    ``stored`` is the table's current value for the policy. A resync, or a change of fields no
-    check reads, returns ``None``: no write and no re-evaluation.
+    A resync, or a change of fields no check reads, returns ``None``: no write and no
+    re-evaluation.
     """
-    if not is_network_policy(event.ref):
-        return None
-    value = (
-        None
-        if event.change is resources.Change.DELETED
-        else encode_entry(network_policy_entry(event.object))
+    deleted = event.change is resources.Change.DELETED
+    return _update(
+        event.cluster, event.ref, None if deleted else event.object, table=table, views=views
     )
+
+
+def refill_of(
+    cluster: str,
+    ref: common.ObjectRef,
+    obj: Mapping[str, Any],
+    *,
+    table: Indexed,
+    views: frozenset[str] = MAINTAINED,
+) -> Update | None:
+    """The update that adds a stored object's missing entry (``None`` if it is there).
+
+    A sweep uses it to fill a view from the objects table: after an upgrade, or when a new
+    policy needs a view nobody kept before.
+    """
+    view = view_of(ref)
+    if view is None or view.name not in views:
+        return None
+    namespace = ref.namespace if view.namespaced else ""
+    if entry_key(cluster, namespace, view.name, ref.uid) in table:
+        return None
+    return _update(cluster, ref, obj, table=table, views=views)
+
+
+def _update(
+    cluster: str,
+    ref: common.ObjectRef,
+    obj: Mapping[str, Any] | None,
+    *,
+    table: Indexed,
+    views: frozenset[str],
+) -> Update | None:
+    view = view_of(ref)
+    if view is None or view.name not in views:
+        return None
+    namespace = ref.namespace if view.namespaced else ""
+    key = entry_key(cluster, namespace, view.name, ref.uid)
+    stored = table.get(key)
+    value = None if obj is None else encode_entry(view.reduce(obj))
     if value == stored:
         return None
-    namespaces = {event.ref.namespace}
-    if stored is not None:
-        # A policy cannot move, but an entry stored under another namespace must not linger.
-        namespaces.add(orjson.loads(stored)["metadata"]["namespace"])
-    return Update(
-        cluster=event.cluster,
-        key=event.key.encode(),
-        value=value,
-        namespaces=frozenset(n for n in namespaces if n),
-    )
+    targets: set[Target] = set()
+    # The old entry leaves the view only if it was the last one alike; the new one joins it
+    # only if it is the first one alike.
+    if stored is not None and table.uses(key, stored) == 1:
+        targets.update(view.concerns(namespace, orjson.loads(stored)))
+    if value is not None and table.uses(key, value) == 0:
+        targets.update(view.concerns(namespace, orjson.loads(value)))
+    return Update(cluster=cluster, key=key, value=value, targets=frozenset(targets))
 
 
 PARSED_CACHED = 100_000
-"""Decoded NetworkPolicy entries an ``assemble`` cache holds before it starts over."""
-
-
-def cluster_prefix(cluster: str) -> bytes:
-    """The table key prefix of one cluster's entries (keys are ``<cluster>/<uid>``)."""
-    return f"{cluster}/".encode()
+"""Decoded entries an ``assemble`` cache holds before it starts over."""
 
 
 def assemble(
-    entries: Iterable[tuple[bytes, bytes]],
+    table: Mapping[bytes, bytes],
     *,
     cluster: str,
+    namespace: str | None,
+    views: Iterable[str],
     overlay: Update | None = None,
-    parsed: dict[bytes, tuple[bytes, Any]] | None = None,
+    parsed: dict[bytes, Any] | None = None,
 ) -> dict[str, Any]:
-    """One cluster's inventory, ``{"networkPolicies": [...]}``, from table items.
+    """One object's inventory: ``{view: [distinct entries]}`` for each of ``views``.
 
-    ``parsed`` is a cache of decoded entries that the caller keeps between calls: an entry
-    whose stored value is the very same bytes object as last time is not decoded again (the
-    decoded entries are shared between inventories and must not be modified).
-
-    ``entries`` may hold other clusters' items (they are skipped). ``overlay`` is a change
-    that the table of this worker may not show yet: the worker that handled the NetworkPolicy
-    event wrote it, and the changelog carrying it to this worker's copy can lag behind the
-    re-evaluation request. Entries are ordered by key, so equal inventories are equal lists
-    (and digest equally).
+    ``namespace`` is the object's scope (``scope_of``): namespaced views hold that namespace's
+    entries, or every namespace's for ``None``; cluster-scoped views hold the cluster's. Each
+    view lists its distinct entries ordered by their encoding, so equal inventories are equal
+    lists (and digest equally). ``table`` is ``Indexed`` (a plain mapping works too, by a
+    scan). ``overlay`` is a change that this worker's table may not show yet: the worker that
+    handled the event wrote it, and the changelog carrying it here can lag behind the
+    re-evaluation request. ``parsed`` caches decoded entries between calls (they are shared
+    between inventories and must not be modified).
     """
-    prefix = cluster_prefix(cluster)
-    items = {key: value for key, value in entries if key.startswith(prefix)}
-    if overlay is not None and overlay.cluster == cluster:
-        if overlay.value is None:
-            items.pop(overlay.key, None)
-        else:
-            items[overlay.key] = overlay.value
-    if parsed is None:
-        return {NETWORK_POLICIES: [orjson.loads(items[key]) for key in sorted(items)]}
-    if len(parsed) > PARSED_CACHED:
-        parsed.clear()
-    policies = []
-    for key in sorted(items):
-        raw = items[key]
-        cached = parsed.get(key)
-        if cached is None or cached[0] is not raw:
-            cached = parsed[key] = (raw, orjson.loads(raw))
-        policies.append(cached[1])
-    return {NETWORK_POLICIES: policies}
+    cache: dict[bytes, Any] = {} if parsed is None else parsed
+    if len(cache) > PARSED_CACHED:
+        cache.clear()
+    inventory: dict[str, Any] = {}
+    for name in views:
+        view = BY_NAME[name]
+        scope = namespace if view.namespaced else ""
+        items = _entries(table, cluster, scope, name)
+        if overlay is not None and _within(overlay.key, cluster, scope, name):
+            if overlay.value is None:
+                items.pop(overlay.key, None)
+            else:
+                items[overlay.key] = overlay.value
+        listed = []
+        for raw in sorted(set(items.values())):
+            loaded = cache.get(raw)
+            if loaded is None:
+                loaded = cache[raw] = orjson.loads(raw)
+            listed.append(loaded)
+        inventory[name] = listed
+    return inventory
 
 
-class Counted(dict[bytes, bytes]):
-    """A table's data that counts its changes (``version``), however they are made.
-
-    Every worker keeps every NetworkPolicy, and each Namespace event needs its cluster's
-    inventory: assembling it (and digesting it) walks the whole table, which costs more than
-    evaluating the Namespace once a cluster has a few hundred policies. The app keeps the
-    assembled inventory until the version moves. Writes come from this worker and from the
-    changelog (faust applies it with ``update`` and ``pop``), so every mutating method counts.
-    """
-
-    version: int = 0
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.version += 1
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: bytes) -> None:
-        self.version += 1
-        super().__delitem__(key)
-
-    def pop(self, key: bytes, *default: Any) -> Any:
-        self.version += 1
-        return super().pop(key, *default)
-
-    def popitem(self) -> tuple[bytes, bytes]:
-        self.version += 1
-        return super().popitem()
-
-    def setdefault(self, key: bytes, default: Any = None) -> Any:
-        self.version += 1
-        return super().setdefault(key, default)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        self.version += 1
-        super().update(*args, **kwargs)
-
-    def clear(self) -> None:
-        self.version += 1
-        super().clear()
-
-    def __ior__(self, other: Any) -> Counted:  # type: ignore[override,misc]
-        self.update(other)
-        return self
+def _within(key: bytes, cluster: str, namespace: str | None, view: str) -> bool:
+    where = _split(key)
+    return (
+        where is not None
+        and where[0] == cluster
+        and where[2] == view
+        and (namespace is None or where[1] == namespace)
+    )
 
 
-def encode_update(update: Update) -> bytes:
-    """An update as the value of a re-evaluation request."""
+def _entries(
+    table: Mapping[bytes, bytes], cluster: str, namespace: str | None, view: str
+) -> dict[bytes, bytes]:
+    if isinstance(table, Indexed):
+        namespaces = table.namespaces_of(cluster) if namespace is None else [namespace]
+        return {key: table[key] for ns in namespaces for key in table.keys_of(cluster, ns, view)}
+    return {key: value for key, value in table.items() if _within(key, cluster, namespace, view)}
+
+
+def encode_update(update: Update, *, origin: str) -> bytes:
+    """An update as the value of a re-evaluation request sent by worker ``origin``."""
     return orjson.dumps(
         {
+            "origin": origin,
             "cluster": update.cluster,
             "key": update.key.decode(),
             "value": None if update.value is None else update.value.decode(),
-            "namespaces": sorted(update.namespaces),
+            "targets": sorted(update.targets),
         }
     )
 
 
-def decode_update(data: bytes) -> Update:
-    """The update carried by a re-evaluation request (``ValueError`` if it is not one)."""
+def decode_update(data: bytes) -> tuple[str, Update]:
+    """The sender and the update of a re-evaluation request (``ValueError`` if it is not one)."""
     try:
         loaded = orjson.loads(data)
-        return Update(
+        return str(loaded["origin"]), Update(
             cluster=str(loaded["cluster"]),
             key=str(loaded["key"]).encode(),
             value=None if loaded["value"] is None else str(loaded["value"]).encode(),
-            namespaces=frozenset(str(n) for n in loaded["namespaces"]),
+            targets=frozenset(
+                (str(kind), str(ns), str(name)) for kind, ns, name in loaded["targets"]
+            ),
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a re-evaluation request: {data[:80]!r}") from exc
-
-
-MAINTAINED = frozenset({NETWORK_POLICIES})
-"""The views the stream processor keeps. A check needing another view does not run there (it
-would read a missing field); ``kposture scan`` builds every view from the scanned files."""
-
-
-def maintained(views: frozenset[str]) -> bool:
-    """Whether the stream processor can give an inventory holding all of ``views``."""
-    return bool(views) and views <= MAINTAINED

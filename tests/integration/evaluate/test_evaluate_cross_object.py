@@ -1,13 +1,18 @@
-"""Cross-object checks on the real broker: NetworkPolicy changes re-evaluate their Namespace."""
+"""Cross-object checks on the real broker: a change re-evaluates the objects it concerns."""
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any
 
 import pytest
+import yaml
 from evaluate_harness import Bus, running
 
+from kposture.evaluate import inventory
 from kposture.schemas import findings, resources, topics
+
+BUILTIN = pathlib.Path(inventory.__file__).parent / "builtin"
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -80,3 +85,89 @@ async def test_network_policy_changes_open_and_resolve_the_namespace_finding(
         ("ns-shop", "opened"),
     ]
     assert {f.check for _, f in records} == {"namespaceNetworkPolicy"}
+
+
+def secret_readers_baseline() -> str:
+    """A baseline holding exactly the built-in ``secretReadersInUse`` check, as shipped."""
+    shipped = yaml.safe_load((BUILTIN / "cis-1.12.yaml").read_text())
+    (check,) = [c for c in shipped["checks"] if c["id"] == "secretReadersInUse"]
+    return yaml.safe_dump(
+        {
+            "apiVersion": "kposture.io/v1",
+            "kind": "Baseline",
+            "name": "itest-rbac",
+            "version": "v1.0",
+            "checks": [check],
+        }
+    )
+
+
+def shop(kind: str, name: str, api_version: str = "v1", **fields: Any) -> dict[str, Any]:
+    """An object in namespace ``shop``."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "shop"},
+        **fields,
+    }
+
+
+RBAC = "rbac.authorization.k8s.io/v1"
+ACCOUNT = shop("ServiceAccount", "app")
+ROLE = shop(
+    "Role",
+    "secret-reader",
+    RBAC,
+    rules=[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+)
+BINDING = shop(
+    "RoleBinding",
+    "app-secrets",
+    RBAC,
+    subjects=[{"kind": "ServiceAccount", "name": "app"}],
+    roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "secret-reader"},
+)
+
+
+def pod_as(name: str, account: str) -> dict[str, Any]:
+    """A Pod in ``shop`` running as ``account``."""
+    return shop(
+        "Pod",
+        name,
+        spec={"serviceAccountName": account, "containers": [{"name": "c", "image": "i"}]},
+    )
+
+
+async def test_pods_and_rbac_changes_open_and_resolve_the_service_account_finding(
+    settings: Any, bus: Bus, reader: Any
+) -> None:
+    """CIS 5.1.2 in the stream: the account's finding follows its pods and its bindings."""
+    await bus.baseline(secret_readers_baseline(), name="itest-rbac", version="v1.0")
+    out = await reader(topics.Topic.FINDINGS)
+    sa = ("uid-app", "opened")
+    async with running(settings):
+        # Bound to a secret reader, but no pod runs as it: nothing to say.
+        await bus.resource(resources.Change.ADDED, "app", ACCOUNT)
+        await bus.resource(resources.Change.ADDED, "secret-reader", ROLE)
+        await bus.resource(resources.Change.ADDED, "app-secrets", BINDING)
+        await bus.resource(resources.Change.ADDED, "other", pod_as("other", "default"))
+        # The first pod that runs as it opens the finding; a second one changes nothing.
+        await bus.resource(resources.Change.ADDED, "web-1", pod_as("web-1", "app"))
+        await out.until(count(sa, 1))
+        await bus.resource(resources.Change.ADDED, "web-2", pod_as("web-2", "app"))
+        await bus.resource(resources.Change.DELETED, "web-1", pod_as("web-1", "app"))
+        await bus.resource(resources.Change.DELETED, "web-2", pod_as("web-2", "app"))
+        await out.until(count(("uid-app", "resolved"), 1))
+        # Pods again, then the binding goes: resolved by the RBAC change.
+        await bus.resource(resources.Change.ADDED, "web-3", pod_as("web-3", "app"))
+        await out.until(count(sa, 2))
+        await bus.resource(resources.Change.DELETED, "app-secrets", BINDING)
+        await out.until(count(("uid-app", "resolved"), 2))
+        records = await out.settle()
+    assert transitions(records) == [
+        ("uid-app", "opened"),
+        ("uid-app", "resolved"),
+        ("uid-app", "opened"),
+        ("uid-app", "resolved"),
+    ]
+    assert {f.check for _, f in records} == {"secretReadersInUse"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import pathlib
+import random
 import types
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +12,16 @@ from typing import Any
 import orjson
 import pytest
 
-from kposture.evaluate import inventory, policy_store, processing
+from kposture.evaluate import (
+    baselines,
+    engine,
+    fixtures,
+    inventory,
+    loading,
+    policy_store,
+    processing,
+    scanning,
+)
 from kposture.schemas import common, envelope, findings, resources
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -49,11 +60,11 @@ def ns_event(name: str = "shop") -> resources.ResourceEvent:
     )
 
 
-def table_after(*events: resources.ResourceEvent) -> dict[bytes, bytes]:
+def table_after(*events: resources.ResourceEvent) -> inventory.Indexed:
     """The global table after applying ``events`` in order, as the app does."""
-    table: dict[bytes, bytes] = {}
+    table = inventory.Indexed()
     for event in events:
-        update = inventory.update_of(event, stored=table.get(event.key.encode()))
+        update = inventory.update_of(event, table=table)
         if update is None:
             continue
         if update.value is None:
@@ -61,6 +72,23 @@ def table_after(*events: resources.ResourceEvent) -> dict[bytes, bytes]:
         else:
             table[update.key] = update.value
     return table
+
+
+def event_of(
+    obj: dict[str, Any], change: resources.Change = resources.Change.ADDED, *, uid: str = ""
+) -> resources.ResourceEvent:
+    """An event of any object in cluster ``c1`` (uid: its kind and name unless given)."""
+    metadata = obj.get("metadata") or {}
+    ref = common.ObjectRef(
+        api_version=obj["apiVersion"],
+        kind=obj["kind"],
+        name=metadata.get("name", ""),
+        uid=uid or f"{obj['kind']}-{metadata.get('namespace', '')}-{metadata.get('name', '')}",
+        namespace=metadata.get("namespace", ""),
+    )
+    return resources.ResourceEvent(
+        cluster="c1", change=change, ref=ref, object=obj, digest="d", observed_at=T0
+    )
 
 
 def checks(step: processing.Step) -> list[tuple[str, findings.Transition]]:
@@ -95,68 +123,96 @@ def test_an_entry_keeps_only_what_the_checks_read() -> None:
     }
 
 
-def test_a_new_policy_affects_its_namespace_and_a_resync_affects_nothing() -> None:
-    """Created: the namespace is affected; the same content again: no write, no re-evaluation."""
-    created = np_event(resources.Change.ADDED)
-    update = inventory.update_of(created, stored=None)
+SHOP = ("Namespace", "", "shop")
+
+
+def test_a_new_policy_concerns_its_namespace_and_a_resync_nothing() -> None:
+    """Created: the namespace is concerned; the same content again: no write, no request."""
+    table = inventory.Indexed()
+    update = inventory.update_of(np_event(resources.Change.ADDED), table=table)
     assert update is not None
-    assert update.namespaces == {"shop"}
-    assert update.key == b"c1/np-deny"
-    assert inventory.update_of(np_event(resources.Change.SYNCED), stored=update.value) is None
+    assert update.targets == {SHOP}
+    assert update.key == b"c1/shop/networkPolicies/np-deny"
+    assert update.value is not None
+    table[update.key] = update.value
+    assert inventory.update_of(np_event(resources.Change.SYNCED), table=table) is None
 
 
 def test_a_change_no_check_reads_affects_nothing() -> None:
     """A new port in an existing rule changes no verdict, so it is not even written."""
     spec = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 80}]}]}
-    first = inventory.update_of(np_event(resources.Change.ADDED, spec=spec), stored=None)
-    assert first is not None
+    table = table_after(np_event(resources.Change.ADDED, spec=spec))
     spec_b = {**spec, "ingress": [{"ports": [{"port": 8080}]}]}
     assert (
-        inventory.update_of(np_event(resources.Change.MODIFIED, spec=spec_b), stored=first.value)
-        is None
+        inventory.update_of(np_event(resources.Change.MODIFIED, spec=spec_b), table=table) is None
     )
 
 
-def test_a_deleted_policy_is_removed_and_affects_its_namespace() -> None:
+def test_a_deleted_policy_is_removed_and_concerns_its_namespace() -> None:
     """A delete removes the entry (value ``None``) and re-evaluates the namespace."""
-    created = inventory.update_of(np_event(resources.Change.ADDED), stored=None)
-    assert created is not None
-    deleted = inventory.update_of(np_event(resources.Change.DELETED), stored=created.value)
+    table = table_after(np_event(resources.Change.ADDED))
+    deleted = inventory.update_of(np_event(resources.Change.DELETED), table=table)
     assert deleted is not None
     assert deleted.value is None
-    assert deleted.namespaces == {"shop"}
-    assert inventory.update_of(np_event(resources.Change.DELETED), stored=None) is None
+    assert deleted.targets == {SHOP}
+    assert (
+        inventory.update_of(np_event(resources.Change.DELETED), table=inventory.Indexed()) is None
+    )
 
 
-def test_other_kinds_are_not_network_policies() -> None:
-    """A Namespace event is no inventory update."""
-    assert inventory.update_of(ns_event(), stored=None) is None
+def test_kinds_no_view_lists_and_views_not_kept_write_nothing() -> None:
+    """A Namespace or a ConfigMap feeds no view; a view the policy does not need is not kept."""
+    table = inventory.Indexed()
+    assert inventory.update_of(ns_event(), table=table) is None
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "c", "namespace": "shop"},
+    }
+    assert inventory.update_of(event_of(config), table=table) is None
+    policy = np_event(resources.Change.ADDED)
+    assert inventory.update_of(policy, table=table, views=frozenset({"roles"})) is None
 
 
-def test_a_cluster_inventory_holds_only_that_cluster_in_key_order() -> None:
-    """Assembly filters by cluster and orders by key, so equal inventories compare equal."""
+def test_an_inventory_holds_its_namespace_and_the_cluster_scoped_entries_in_a_stable_order() -> (
+    None
+):
+    """Namespaced views: the object's namespace only; cluster-scoped ones: the whole cluster."""
     table = table_after(
         np_event(resources.Change.ADDED, name="b"),
-        np_event(resources.Change.ADDED, name="a", namespace="web"),
+        np_event(resources.Change.ADDED, name="a"),
+        np_event(resources.Change.ADDED, name="w", namespace="web"),
         np_event(resources.Change.ADDED, name="z", cluster="c2"),
+        event_of(cluster_role("reads-all", ["*"])),
     )
-    assembled = inventory.assemble(table.items(), cluster="c1")
-    names = [p["metadata"]["name"] for p in assembled[inventory.NETWORK_POLICIES]]
-    assert names == ["a", "b"]
-    assert inventory.assemble(reversed(list(table.items())), cluster="c1") == assembled
+    views = [inventory.NETWORK_POLICIES, "clusterRoles"]
+    assembled = inventory.assemble(table, cluster="c1", namespace="shop", views=views)
+    assert [p["metadata"]["name"] for p in assembled[inventory.NETWORK_POLICIES]] == ["a", "b"]
+    assert [r["metadata"]["name"] for r in assembled["clusterRoles"]] == ["reads-all"]
+    # The same from a plain mapping in another order, and every namespace for ``None``.
+    plain = dict(reversed(list(table.items())))
+    assert inventory.assemble(plain, cluster="c1", namespace="shop", views=views) == assembled
+    everywhere = inventory.assemble(table, cluster="c1", namespace=None, views=views)
+    assert [p["metadata"]["name"] for p in everywhere[inventory.NETWORK_POLICIES]] == [
+        "a",
+        "b",
+        "w",
+    ]
+    assert everywhere == inventory.assemble(plain, cluster="c1", namespace=None, views=views)
 
 
 def test_a_parse_cache_gives_the_same_inventory_and_sees_replaced_values() -> None:
     """Entries are decoded once per stored value; a new value for a key is decoded again."""
     table = table_after(
         np_event(resources.Change.ADDED, name="b"),
-        np_event(resources.Change.ADDED, name="a", namespace="web"),
+        np_event(resources.Change.ADDED, name="a"),
     )
-    cache: dict[bytes, tuple[bytes, object]] = {}
-    first = inventory.assemble(table.items(), cluster="c1", parsed=cache)
-    assert first == inventory.assemble(table.items(), cluster="c1")
+    views = [inventory.NETWORK_POLICIES]
+    cache: dict[bytes, Any] = {}
+    first = inventory.assemble(table, cluster="c1", namespace="shop", views=views, parsed=cache)
+    assert first == inventory.assemble(table, cluster="c1", namespace="shop", views=views)
     assert len(cache) == 2
-    again = inventory.assemble(table.items(), cluster="c1", parsed=cache)
+    again = inventory.assemble(table, cluster="c1", namespace="shop", views=views, parsed=cache)
     assert [id(p) for p in again[inventory.NETWORK_POLICIES]] == [
         id(p) for p in first[inventory.NETWORK_POLICIES]
     ]
@@ -164,8 +220,8 @@ def test_a_parse_cache_gives_the_same_inventory_and_sees_replaced_values() -> No
     changed = orjson_loads(table[key])
     changed["metadata"]["labels"] = {"edited": "yes"}
     table[key] = orjson.dumps(changed)
-    after = inventory.assemble(table.items(), cluster="c1", parsed=cache)
-    assert after == inventory.assemble(table.items(), cluster="c1")
+    after = inventory.assemble(table, cluster="c1", namespace="shop", views=views, parsed=cache)
+    assert after == inventory.assemble(table, cluster="c1", namespace="shop", views=views)
     assert {"edited": "yes"} in [
         p["metadata"].get("labels") for p in after[inventory.NETWORK_POLICIES]
     ]
@@ -173,33 +229,59 @@ def test_a_parse_cache_gives_the_same_inventory_and_sees_replaced_values() -> No
 
 def test_an_overlay_shows_a_change_the_table_does_not_have_yet() -> None:
     """The re-evaluation request's change is applied over a lagging table copy."""
-    created = inventory.update_of(np_event(resources.Change.ADDED), stored=None)
+    views = [inventory.NETWORK_POLICIES]
+    created = inventory.update_of(np_event(resources.Change.ADDED), table=inventory.Indexed())
     assert created is not None
-    assert inventory.assemble({}.items(), cluster="c1", overlay=created)[
-        inventory.NETWORK_POLICIES
-    ] == [orjson_loads(created.value)]
-    deleted = inventory.update_of(np_event(resources.Change.DELETED), stored=created.value)
+    shown = inventory.assemble(
+        inventory.Indexed(), cluster="c1", namespace="shop", views=views, overlay=created
+    )
+    assert shown[inventory.NETWORK_POLICIES] == [orjson_loads(created.value)]
+    # Another namespace's inventory does not show it.
+    assert inventory.assemble(
+        inventory.Indexed(), cluster="c1", namespace="web", views=views, overlay=created
+    ) == {inventory.NETWORK_POLICIES: []}
+    table = table_after(np_event(resources.Change.ADDED))
+    deleted = inventory.update_of(np_event(resources.Change.DELETED), table=table)
     assert deleted is not None
-    table = {created.key: created.value}
-    assert inventory.assemble(table.items(), cluster="c1", overlay=deleted) == {
-        inventory.NETWORK_POLICIES: []
-    }
+    assert inventory.assemble(
+        table, cluster="c1", namespace="shop", views=views, overlay=deleted
+    ) == {inventory.NETWORK_POLICIES: []}
 
 
 def test_a_re_evaluation_request_round_trips() -> None:
     """The update a request carries decodes to the one that was encoded."""
-    update = inventory.update_of(np_event(resources.Change.ADDED), stored=None)
+    update = inventory.update_of(np_event(resources.Change.ADDED), table=inventory.Indexed())
     assert update is not None
-    assert inventory.decode_update(inventory.encode_update(update)) == update
+    assert inventory.decode_update(inventory.encode_update(update, origin="w1")) == ("w1", update)
     with pytest.raises(ValueError, match="not a re-evaluation request"):
         inventory.decode_update(b"reason")
 
 
-def test_only_network_policy_views_are_maintained() -> None:
+def test_the_stream_keeps_the_views_of_the_built_in_checks_only() -> None:
     """An inventory is assembled only when every view the kind needs is kept."""
     assert inventory.maintained(frozenset({inventory.NETWORK_POLICIES}))
+    assert inventory.maintained(frozenset({"roleBindings", "pods", "cronJobs", "clusterRoles"}))
     assert not inventory.maintained(frozenset())
-    assert not inventory.maintained(frozenset({inventory.NETWORK_POLICIES, "roleBindings"}))
+    assert not inventory.maintained(frozenset({inventory.NETWORK_POLICIES, "ingresses"}))
+    # Views whose changes concern service accounts bring the accounts along (to find uids).
+    assert inventory.kept_views(["networkPolicies"]) == {"networkPolicies"}
+    assert inventory.kept_views(["pods", "ingresses"]) == {"pods", "serviceAccounts"}
+    built = policy_store.PolicyStore(["cis-1.12"]).build()
+    assert inventory.kept_views(built.engine.inventory_views) >= {
+        "networkPolicies",
+        "roles",
+        "clusterRoles",
+        "roleBindings",
+        "clusterRoleBindings",
+        "pods",
+        "deployments",
+        "statefulSets",
+        "daemonSets",
+        "replicaSets",
+        "jobs",
+        "cronJobs",
+        "serviceAccounts",
+    }
 
 
 def test_a_namespace_finding_opens_resolves_and_reopens_with_the_inventory() -> None:
@@ -207,7 +289,9 @@ def test_a_namespace_finding_opens_resolves_and_reopens_with_the_inventory() -> 
     processor = processing.Processor(policy_store.PolicyStore(["cis-1.12"]).build())
     namespace = ns_event()
     assert processor.needs_inventory(namespace.ref) == {inventory.NETWORK_POLICIES}
-    empty = inventory.assemble({}.items(), cluster="c1")
+    assert inventory.scope_of(namespace.ref) == "shop"
+    views = [inventory.NETWORK_POLICIES]
+    empty = inventory.assemble(inventory.Indexed(), cluster="c1", namespace="shop", views=views)
     first = processor.on_resource(
         namespace, previous=None, partition=0, namespace_obj=None, inventory=empty
     )
@@ -216,7 +300,7 @@ def test_a_namespace_finding_opens_resolves_and_reopens_with_the_inventory() -> 
     assert processor.sweep(first.state, namespace_obj=None, inventory=empty).outputs == []
 
     table = table_after(np_event(resources.Change.ADDED))
-    covered = inventory.assemble(table.items(), cluster="c1")
+    covered = inventory.assemble(table, cluster="c1", namespace="shop", views=views)
     resolved = processor.sweep(first.state, namespace_obj=None, inventory=covered)
     assert checks(resolved) == [("namespaceNetworkPolicy", findings.Transition.RESOLVED)]
     assert resolved.state is not None
@@ -233,40 +317,232 @@ def test_kinds_without_cross_object_checks_need_no_inventory() -> None:
     assert processor.needs_inventory(np_event(resources.Change.ADDED).ref) == frozenset()
 
 
+# -- service accounts: RBAC, pods and pod templates ------------------------------------------
+
+
+def pod(name: str, account: str | None, namespace: str = "shop") -> dict[str, Any]:
+    """A Pod running as ``account`` (``None``: the field is absent)."""
+    spec: dict[str, Any] = {"containers": [{"name": "c", "image": "i"}]}
+    if account is not None:
+        spec["serviceAccountName"] = account
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def cluster_role(name: str, resources_: list[str]) -> dict[str, Any]:
+    """A ClusterRole granting get on ``resources_``."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {"x": "y"}},
+        "rules": [{"apiGroups": [""], "resources": resources_, "verbs": ["get"]}],
+    }
+
+
+def role_binding(name: str, role: str, accounts: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """A RoleBinding in ``shop`` of Role ``role`` to ``(name, namespace)`` service accounts."""
+    subjects = [
+        {"kind": "ServiceAccount", "name": n, **({"namespace": ns} if ns else {})}
+        for n, ns in accounts
+    ]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": "shop"},
+        "subjects": [*subjects, {"kind": "User", "name": "alice"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+    }
+
+
+def apply(table: inventory.Indexed, update: inventory.Update | None) -> inventory.Update | None:
+    """Write ``update`` into ``table`` (as the app does) and return it."""
+    if update is not None:
+        if update.value is None:
+            table.pop(update.key, None)
+        else:
+            table[update.key] = update.value
+    return update
+
+
+def test_pods_concern_their_account_only_when_the_first_arrives_or_the_last_leaves() -> None:
+    """Pods of one account are one entry: only the first and the last change the view."""
+    table = inventory.Indexed()
+    first = apply(table, inventory.update_of(event_of(pod("a", "app")), table=table))
+    assert first is not None
+    assert first.targets == {("ServiceAccount", "shop", "app")}
+    second = apply(table, inventory.update_of(event_of(pod("b", "app")), table=table))
+    assert second is not None
+    assert second.targets == frozenset()
+    bare = apply(table, inventory.update_of(event_of(pod("c", None)), table=table))
+    assert bare is not None
+    assert bare.targets == {("ServiceAccount", "shop", "default")}
+    views = ["pods"]
+    assembled = inventory.assemble(table, cluster="c1", namespace="shop", views=views)
+    assert assembled == {
+        "pods": [
+            {"metadata": {"namespace": "shop"}, "spec": {"serviceAccountName": "app"}},
+            {"metadata": {"namespace": "shop"}, "spec": {}},
+        ]
+    }
+    gone = apply(
+        table, inventory.update_of(event_of(pod("a", "app"), resources.Change.DELETED), table=table)
+    )
+    assert gone is not None
+    assert gone.targets == frozenset()
+    last = apply(
+        table, inventory.update_of(event_of(pod("b", "app"), resources.Change.DELETED), table=table)
+    )
+    assert last is not None
+    assert last.targets == {("ServiceAccount", "shop", "app")}
+
+
+def test_workload_templates_feed_their_own_views() -> None:
+    """A CronJob's account sits three templates deep; its entry keeps exactly that path."""
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly", "namespace": "shop"},
+        "spec": {
+            "schedule": "@daily",
+            "jobTemplate": {
+                "spec": {"template": {"spec": {"serviceAccountName": "batch", "containers": []}}}
+            },
+        },
+    }
+    table = inventory.Indexed()
+    update = apply(table, inventory.update_of(event_of(cron), table=table))
+    assert update is not None
+    assert update.targets == {("ServiceAccount", "shop", "batch")}
+    assert inventory.assemble(table, cluster="c1", namespace="shop", views=["cronJobs"]) == {
+        "cronJobs": [
+            {
+                "metadata": {"namespace": "shop"},
+                "spec": {
+                    "jobTemplate": {"spec": {"template": {"spec": {"serviceAccountName": "batch"}}}}
+                },
+            }
+        ]
+    }
+
+
+def test_rbac_changes_concern_the_accounts_they_may_grant_to() -> None:
+    """A binding: its subjects (old and new); a Role: its namespace's; a ClusterRole: any."""
+    table = inventory.Indexed()
+    binding = role_binding("b", "reader", [("app", None), ("ci", "tools")])
+    created = apply(table, inventory.update_of(event_of(binding), table=table))
+    assert created is not None
+    assert created.targets == {("ServiceAccount", "shop", "app"), ("ServiceAccount", "tools", "ci")}
+    moved = role_binding("b", "reader", [("web", None)])
+    changed = apply(
+        table, inventory.update_of(event_of(moved, resources.Change.MODIFIED), table=table)
+    )
+    assert changed is not None
+    assert changed.targets == {
+        ("ServiceAccount", "shop", "app"),
+        ("ServiceAccount", "tools", "ci"),
+        ("ServiceAccount", "shop", "web"),
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "reader", "namespace": "shop"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["x"]}
+        ],
+    }
+    role_update = apply(table, inventory.update_of(event_of(role), table=table))
+    assert role_update is not None
+    assert role_update.targets == {("ServiceAccount", "shop", "*")}
+    # Labels are not kept: relabelling a ClusterRole writes nothing.
+    everyone = apply(table, inventory.update_of(event_of(cluster_role("all", ["*"])), table=table))
+    assert everyone is not None
+    assert everyone.targets == {("ServiceAccount", "*", "*")}
+    relabelled = cluster_role("all", ["*"])
+    relabelled["metadata"]["labels"] = {"x": "z"}
+    assert inventory.update_of(event_of(relabelled, resources.Change.MODIFIED), table=table) is None
+
+
 def orjson_loads(data: bytes | None) -> Any:
     """A table value decoded."""
     assert data is not None
     return orjson.loads(data)
 
 
-def test_counted_table_data_counts_every_kind_of_change() -> None:
-    """The app reuses an assembled inventory until the count moves: no write may slip by."""
-    data = inventory.Counted({b"c/1": b"{}"})
-    seen = data.version
+def test_the_indexed_table_counts_every_kind_of_change() -> None:
+    """The app reuses an assembled inventory until a count moves: no write may slip by."""
+    key = inventory.entry_key("c", "ns", "pods", "1")
+    data = inventory.Indexed({key: b"{}"})
+    seen = (data.version, data.version_of("c", "ns"))
+    other = [inventory.entry_key("c", "ns", "pods", str(n)) for n in range(2, 6)]
     changes: list[Callable[[], object]] = [
-        lambda: data.__setitem__(b"c/2", b"{}"),
-        lambda: data.update([(b"c/3", b"{}")]),  # how faust applies a changelog batch
-        lambda: data.pop(b"c/3", None),
-        lambda: data.__delitem__(b"c/2"),
-        lambda: data.setdefault(b"c/4", b"{}"),
+        lambda: data.__setitem__(other[0], b"{}"),
+        lambda: data.update([(other[1], b"{}")]),  # how faust applies a changelog batch
+        lambda: data.pop(other[1], None),
+        lambda: data.__delitem__(other[0]),
+        lambda: data.setdefault(other[2], b"{}"),
         data.popitem,
-        lambda: data.__ior__({b"c/5": b"{}"}),
+        lambda: data.__ior__({other[3]: b"{}"}),
         data.clear,
     ]
     for change in changes:
         change()
-        assert data.version > seen
-        seen = data.version
+        now = (data.version, data.version_of("c", "ns"))
+        assert now[0] > seen[0]
+        assert now[1] > seen[1]
+        seen = now
     assert data == {}
     # Reads do not count.
-    data[b"c/6"] = b"{}"
-    seen = data.version
-    assert data.get(b"c/6") == b"{}"
-    assert list(data.items()) == [(b"c/6", b"{}")]
-    assert data.version == seen
+    data[key] = b"{}"
+    seen = (data.version, data.version_of("c", "ns"))
+    assert data.get(key) == b"{}"
+    assert list(data.items()) == [(key, b"{}")]
+    assert list(data.keys_of("c", "ns", "pods")) == [key]
+    assert (data.version, data.version_of("c", "ns")) == seen
 
 
-def test_faust_memory_store_changelog_batches_move_the_count() -> None:
+def test_the_indexes_match_a_rebuild_after_any_sequence_of_writes() -> None:
+    """Random writes, replacements and deletes (faust's ``None`` first) leave exact indexes."""
+    rng = random.Random(7)
+    data = inventory.Indexed()
+    keys = [
+        inventory.entry_key(c, ns, view, str(n))
+        for c in ("c1", "c/2")
+        for ns in ("", "a", "b")
+        for view in ("pods", "roles")
+        for n in range(3)
+    ]
+    for _ in range(2000):
+        key = rng.choice(keys)
+        op = rng.random()
+        if op < 0.5:
+            data[key] = rng.choice([b"1", b"2", b"3"])
+        elif op < 0.7:
+            data.update({key: None})
+            data.pop(key, None)
+        elif op < 0.9:
+            data.pop(key, None)
+        else:
+            data.setdefault(key, b"1")
+    rebuilt = inventory.Indexed(dict(data))
+    for c in ("c1", "c/2"):
+        assert sorted(data.namespaces_of(c)) == sorted(rebuilt.namespaces_of(c)) or all(
+            not list(data.keys_of(c, ns, v))
+            for ns in data.namespaces_of(c)
+            for v in ("pods", "roles")
+        )
+        for ns in ("", "a", "b"):
+            for view in ("pods", "roles"):
+                assert set(data.keys_of(c, ns, view)) == set(rebuilt.keys_of(c, ns, view))
+                for value in (b"1", b"2", b"3"):
+                    probe = inventory.entry_key(c, ns, view, "x")
+                    assert data.uses(probe, value) == rebuilt.uses(probe, value)
+
+
+def test_faust_memory_store_changelog_batches_keep_the_indexes() -> None:
     """faust's memory store writes a global table through ``update`` and ``pop``."""
     from faust.stores.memory import Store
 
@@ -275,15 +551,95 @@ def test_faust_memory_store_changelog_batches_move_the_count() -> None:
             self.key, self.value = key, value
             self.message = types.SimpleNamespace(value=value, partition=0)
 
+    key = inventory.entry_key("c", "ns", "pods", "1")
     store = Store.__new__(Store)
-    store.data = inventory.Counted()
+    store.data = inventory.Indexed()
     store._key_partition = {}
-    seen = store.data.version
+    seen = store.data.version_of("c", "ns")
     identity = lambda value: value  # noqa: E731
-    store.apply_changelog_batch([_Event(b"c/1", b"{}")], to_key=identity, to_value=identity)  # type: ignore[list-item]
-    assert store.data == {b"c/1": b"{}"}
-    assert store.data.version > seen
-    seen = store.data.version
-    store.apply_changelog_batch([_Event(b"c/1", None)], to_key=identity, to_value=identity)  # type: ignore[list-item]
+    store.apply_changelog_batch([_Event(key, b"{}")], to_key=identity, to_value=identity)  # type: ignore[list-item]
+    assert store.data == {key: b"{}"}
+    assert list(store.data.keys_of("c", "ns", "pods")) == [key]
+    assert store.data.version_of("c", "ns") > seen
+    seen = store.data.version_of("c", "ns")
+    store.apply_changelog_batch([_Event(key, None)], to_key=identity, to_value=identity)  # type: ignore[list-item]
     assert store.data == {}
-    assert store.data.version > seen
+    assert list(store.data.keys_of("c", "ns", "pods")) == []
+    assert store.data.uses(key, b"{}") == 0
+    assert store.data.version_of("c", "ns") > seen
+
+
+BUILTIN = pathlib.Path(inventory.__file__).parent / "builtin"
+
+
+def fixture_cases() -> list[Any]:
+    """``(baseline, case)`` for every built-in fixture case that lists an inventory."""
+    out: list[tuple[Any, Any]] = []
+    for path in sorted(BUILTIN.glob("*.yaml")):
+        if path.name.endswith(".tests.yaml"):
+            continue
+        declared = loading.load_documents(path)
+        suites = loading.load_documents(fixtures.tests_path(path), known=declared.baselines).suites
+        by_name = {baseline.name: baseline for baseline in declared.baselines}
+        for suite in suites:
+            name, version = baselines.split_ref(suite.baseline)
+            out.extend(
+                (by_name[name].at(version), case)
+                for case in suite.cases
+                if case.inventory is not None
+            )
+    return out
+
+
+def moved(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """A copy of a namespaced object in another namespace (cluster-scoped: unchanged)."""
+    metadata = obj.get("metadata") or {}
+    if "namespace" not in metadata:
+        return obj
+    return {**obj, "metadata": {**metadata, "namespace": namespace}}
+
+
+CASES = fixture_cases()
+
+
+@pytest.mark.parametrize(("baseline", "case"), CASES, ids=lambda v: getattr(v, "name", ""))
+def test_the_stream_inventory_gives_every_fixture_the_verdict_of_the_full_one(
+    baseline: Any, case: Any
+) -> None:
+    """Reduced entries, one namespace, no duplicates: the built-in checks decide as on the
+    whole inventory (here with a copy of every namespaced object in another namespace)."""
+    evaluator = engine.Engine([baseline])
+    objects = [obj for listed in case.inventory.values() for obj in listed]
+    objects += [
+        moved(obj, "elsewhere") for obj in objects if "namespace" in obj.get("metadata", {})
+    ]
+    full: dict[str, list[Any]] = {view: [] for view in evaluator.inventory_views}
+    for obj in objects:
+        full.setdefault(scanning.view_name(obj["kind"]), []).append(obj)
+    table = inventory.Indexed()
+    for n, obj in enumerate(objects):
+        apply(table, inventory.update_of(event_of(obj, uid=f"u{n}"), table=table))
+    target = event_of(case.object)
+    needs = evaluator.needs(case.object["apiVersion"], case.object["kind"])
+    assert needs
+    assert inventory.maintained(needs)
+    streamed = inventory.assemble(
+        table, cluster="c1", namespace=inventory.scope_of(target.ref), views=sorted(needs)
+    )
+
+    def verdicts(inv: dict[str, Any]) -> dict[str, str]:
+        results = evaluator.evaluate(
+            case.object, namespace_obj=case.namespace_object, inventory=inv
+        )
+        return {r.check_id: str(r.result) for r in results}
+
+    expected = {check: str(result) for check, result in case.expect.items()}
+    by_full = verdicts(full)
+    assert {check: by_full[check] for check in expected} == expected
+    assert verdicts(streamed) == by_full
+
+
+def test_every_cross_object_check_has_fixtures_the_stream_is_compared_on() -> None:
+    """The comparison above covers each built-in check that needs an inventory."""
+    covered = {check for _, case in CASES for check in case.expect}
+    assert {"namespaceNetworkPolicy", "secretReadersInUse"} <= covered
