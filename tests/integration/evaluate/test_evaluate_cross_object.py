@@ -171,3 +171,25 @@ async def test_pods_and_rbac_changes_open_and_resolve_the_service_account_findin
         ("uid-app", "resolved"),
     ]
     assert {f.check for _, f in records} == {"secretReadersInUse"}
+
+
+async def test_a_policy_that_needs_new_views_fills_them_from_the_stored_objects(
+    settings: Any, bus: Bus, reader: Any
+) -> None:
+    """Objects seen under a policy that kept no RBAC view are judged once one needs it."""
+    await bus.baseline(BASELINE, name="itest", version="v1.0")  # keeps networkPolicies only
+    out = await reader(topics.Topic.FINDINGS)
+    async with running(settings):
+        for name, obj in (
+            ("app", ACCOUNT),
+            ("secret-reader", ROLE),
+            ("app-secrets", BINDING),
+            ("web-1", pod_as("web-1", "app")),
+        ):
+            await bus.resource(resources.Change.ADDED, name, obj)
+        await bus.resource(resources.Change.ADDED, "shop", NAMESPACE, uid="ns-shop")
+        await out.until(count(("ns-shop", "opened"), 1))
+        await bus.baseline(secret_readers_baseline(), name="itest-rbac", version="v1.0")
+        await out.until(count(("uid-app", "opened"), 1))
+        records = await out.settle()
+    assert [t for t in transitions(records) if t[0] == "uid-app"] == [("uid-app", "opened")]
