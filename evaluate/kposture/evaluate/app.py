@@ -37,7 +37,7 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -49,6 +49,7 @@ from kposture.evaluate import (
     inventory,
     periodic,
     policy_store,
+    posture,
     processing,
     publishing,
     storing,
@@ -102,6 +103,10 @@ class EvaluateApp:
         # them, with the entry versions they were built at.
         self._kept_views: frozenset[str] = frozenset()
         self._inventories: dict[tuple[Any, ...], tuple[tuple[int, int], dict[str, Any]]] = {}
+        # Every partition's posture share, which the owner of partition 0 adds up and publishes.
+        self._shares: _Direct = _Direct.none()
+        self._board = posture.Board()
+        self._reconcile: set[int] = set()  # partitions rebuilt since the last posture tick
         self._sweep_topic: Any = None
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
         # The objects table's keys by source partition, built by the first sweep after a
@@ -142,8 +147,8 @@ class EvaluateApp:
         self._faust = self._build_faust()
         await self._faust.start()
         self.readiness.report("kafka", ok=True, detail="faust app started")
-        posture = periodic.publish_posture(
-            self.processor, interval_s=self.settings.evaluate.posture_interval_s, send=self._send
+        publish = periodic.publish_posture(
+            self._posture, interval_s=self.settings.evaluate.posture_interval_s, send=self._send
         )
         expired = periodic.watch_expiry(
             self.processor,
@@ -154,7 +159,7 @@ class EvaluateApp:
             ("evaluate-publisher", self._publisher.run()),
             ("evaluate-policy", self._follower.follow(self._on_policy)),
             ("evaluate-sweeps", self._send_sweeps()),
-            ("evaluate-posture", posture),
+            ("evaluate-posture", publish),
             ("evaluate-expiry", expired),
         ):
             self._tasks.append(asyncio.create_task(coro, name=name))
@@ -217,20 +222,30 @@ class EvaluateApp:
         def topic(name: str, **extra: Any) -> Any:
             return app.topic(name, key_type=bytes, value_type=bytes, **extra)
 
+        def global_table(name: str) -> Any:
+            # Another worker's writes reach this one through the changelog. faust assigns
+            # every changelog partition of a global table as active, so it buffers their
+            # records until ``recovery_buffer_size`` piled up (1,000 by default) even after
+            # recovery: a quiet table would not show another worker's writes for hours.
+            # Apply each record as it comes.
+            return app.GlobalTable(
+                name,
+                partitions=partitions,
+                key_type=bytes,
+                value_type=bytes,
+                recovery_buffer_size=1,
+            )
+
         resources = topic(self._names[topics.Topic.RESOURCES])
         # Co-partitioned with resources, so the sweep of partition p may write p's table keys.
         self._sweep_topic = topic(f"{evaluate.app_id}-sweep", partitions=partitions, internal=True)
         objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
         self._objects = _Direct.of(objects)
-        self._namespaces = _Direct.of(
-            app.GlobalTable("namespaces", partitions=partitions, key_type=bytes, value_type=bytes)
-        )
+        self._namespaces = _Direct.of(global_table("namespaces"))
         # What cross-object checks read arrives on any partition, so every worker keeps all
         # of it (reduced to ``inventory`` entries, indexed by cluster, namespace and view).
-        self._inventory_table = _Direct.of(
-            app.GlobalTable("inventory", partitions=partitions, key_type=bytes, value_type=bytes),
-            indexed=True,
-        )
+        self._inventory_table = _Direct.of(global_table("inventory"), data=inventory.Indexed)
+        self._shares = _Direct.of(global_table("posture-shares"), data=posture.Shares)
         self._inventories.clear()
 
         async def evaluate_resources(stream: Any) -> None:
@@ -263,7 +278,7 @@ class EvaluateApp:
             self._by_partition = None
             for tp in revoked:
                 if tp.topic == resources.get_topic_name():
-                    self.processor.tally.drop(tp.partition)
+                    self.processor.tally.forget(tp.partition)
 
         app.on_partitions_assigned.connect(assigned)
         app.on_partitions_revoked.connect(revoked)
@@ -363,6 +378,7 @@ class EvaluateApp:
         data = self._objects.data
         mine = [raw for key in self._keys_of(partition) if (raw := data.get(key)) is not None]
         self.processor.retally(map(processing.decode_state, mine), partition=partition)
+        self._reconcile.add(partition)
         self.readiness.report(f"partition-{partition}", ok=True, detail="swept", critical=False)
 
     def _refill(self, state: processing.ObjectState, *, partition: int) -> None:
@@ -465,6 +481,8 @@ class EvaluateApp:
         """
         keys: set[bytes] = set()
         table = self._inventory_table.data
+        if isinstance(table, inventory.Indexed):
+            targets = inventory.expand(table, cluster, targets, parsed=self._parsed_entries)
         for kind, namespace, name in targets:
             if kind == "Namespace":
                 metadata = (self._namespace(cluster, name) or {}).get("metadata") or {}
@@ -563,6 +581,45 @@ class EvaluateApp:
         self._kept_views = inventory.kept_views(built.engine.inventory_views)
         self._sweeps.put_nowait("policy")
 
+    # -- posture ---------------------------------------------------------------------------
+
+    def _posture(self, only_changed: bool) -> list[processing.Output]:
+        # Each worker writes its partitions' shares; the owner of partition 0 adds up every
+        # partition's (the table holds them all) and publishes the scopes that changed. So the
+        # posture is whole however many workers share the partitions.
+        assert self.processor is not None  # set before faust starts
+        owned = self._owned()
+        tally = self.processor.tally
+        for partition, where, counts in tally.shares():
+            if partition in owned:  # revoked meanwhile: its new owner tells
+                key = posture.share_key(partition, where)
+                value = None if counts is None else posture.encode_counts(counts)
+                self._write(self._shares, key, value, partition=partition)
+        for partition in self._reconcile & owned:
+            # Rebuilt from the table: shares this worker no longer has (left by an earlier
+            # run or owner, under another policy) are not this partition's any more.
+            current = tally.scopes_of(partition)
+            for key in list(self._shares.data):
+                parsed = posture.parse_share_key(key)
+                if parsed is not None and parsed[0] == partition and parsed[1] not in current:
+                    self._write(self._shares, key, None, partition=partition)
+        self._reconcile.clear()
+        shares = self._shares.data
+        if 0 not in owned or not isinstance(shares, posture.Shares):
+            return []
+        now = self.clock()
+        return processing.posture_outputs(
+            self._board.snapshots(shares, now=now, only_changed=only_changed)
+        )
+
+    def _owned(self) -> set[int]:
+        resources = self._names[topics.Topic.RESOURCES]
+        if self._faust is None:
+            return set()
+        return {
+            tp.partition for tp in self._faust.assignor.assigned_actives() if tp.topic == resources
+        }
+
     # -- periodic work ---------------------------------------------------------------------
 
     async def _send_sweeps(self) -> None:
@@ -601,17 +658,22 @@ class _Direct:
     changelog: str
 
     @classmethod
-    def of(cls, table: Any, *, indexed: bool = False) -> _Direct:
+    def of(
+        cls, table: Any, *, data: Callable[[dict[bytes, Any]], dict[bytes, Any]] | None = None
+    ) -> _Direct:
         # The memory store keeps a plain dict: using it directly skips two Python-level
         # mapping layers per event (any other store is used through its mapping interface).
-        # ``indexed`` swaps that dict for an ``inventory.Indexed`` one, which faust then
-        # writes too, so readers find entries by namespace and see what changed since.
+        # ``data`` swaps that dict for an indexed one (``watched.Watched``), which faust then
+        # writes too, so the indexes see every write.
         store = table.data
         inner = getattr(store, "data", None)
-        if isinstance(inner, dict) and indexed and not isinstance(inner, inventory.Indexed):
-            inner = store.data = inventory.Indexed(inner)
-        data = inner if isinstance(inner, dict) else store
-        return cls(data, table.changelog_topic.get_topic_name())
+        if data is not None:
+            if not isinstance(inner, dict):
+                raise TypeError(f"table {table.name!r} is not kept in memory: it cannot be indexed")
+            inner = store.data = data(inner)
+        return cls(
+            inner if isinstance(inner, dict) else store, table.changelog_topic.get_topic_name()
+        )
 
     @classmethod
     def none(cls) -> _Direct:

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from kposture.evaluate import workloads
+from kposture.evaluate import watched, workloads
 from kposture.schemas import common, resources
 
 NETWORK_POLICIES = "networkPolicies"
@@ -127,15 +127,25 @@ def _pod_user_concerns(spec_path: tuple[str, ...]) -> Concerns:
     return concerns
 
 
+SECRET_RESOURCES = frozenset({"secrets", "*"})
+READ_VERBS = frozenset({"get", "list", "watch", "*"})
+
+
 def _rules(obj: Mapping[str, Any]) -> dict[str, Any]:
+    # The built-in checks ask one thing of a role: can it read secrets? A rule keeps only the
+    # resources and verbs that bear on that, and a rule with neither is left out, so the
+    # everyday edits of roles (another verb, another resource) change no entry.
     rules = obj.get("rules")
     if not isinstance(rules, list):
         return {}
-    kept = [
-        {field: rule[field] for field in ("resources", "verbs") if field in rule}
-        for rule in rules
-        if isinstance(rule, Mapping)
-    ]
+    kept = []
+    for rule in rules:
+        if not isinstance(rule, Mapping):
+            continue
+        resources_ = [r for r in rule.get("resources") or () if r in SECRET_RESOURCES]
+        verbs = [v for v in rule.get("verbs") or () if v in READ_VERBS]
+        if resources_ and verbs:
+            kept.append({"resources": resources_, "verbs": verbs})
     return {"rules": kept}
 
 
@@ -154,10 +164,11 @@ def _binding(*, namespaced: bool) -> Reduce:
             entry["roleRef"] = {f: role_ref[f] for f in ("kind", "name") if f in role_ref}
         subjects = obj.get("subjects")
         if isinstance(subjects, list):
+            # Service accounts only: users and groups run no pods.
             entry["subjects"] = [
                 {f: s[f] for f in ("kind", "name", "namespace") if f in s}
                 for s in subjects
-                if isinstance(s, Mapping)
+                if isinstance(s, Mapping) and s.get("kind") == "ServiceAccount"
             ]
         return entry
 
@@ -174,8 +185,10 @@ def _bound_accounts(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target
                 yield ("ServiceAccount", where, subject["name"])
 
 
-def _accounts_of_namespace(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target]:
-    return [("ServiceAccount", namespace or ANY, ANY)]
+def _the_role(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target]:
+    # Whom a role grants to is up to its bindings: ``expand`` finds the service accounts.
+    kind = "Role" if namespace else "ClusterRole"
+    return [(kind, namespace, entry["metadata"]["name"])]
 
 
 def _namespace_itself(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target]:
@@ -220,10 +233,8 @@ VIEWS: tuple[View, ...] = (
         _nobody,
         "",
     ),
-    View("roles", _RBAC, "Role", True, _role(namespaced=True), _accounts_of_namespace),
-    View(
-        "clusterRoles", _RBAC, "ClusterRole", False, _role(namespaced=False), _accounts_of_namespace
-    ),
+    View("roles", _RBAC, "Role", True, _role(namespaced=True), _the_role),
+    View("clusterRoles", _RBAC, "ClusterRole", False, _role(namespaced=False), _the_role),
     View("roleBindings", _RBAC, "RoleBinding", True, _binding(namespaced=True), _bound_accounts),
     View(
         "clusterRoleBindings",
@@ -248,6 +259,38 @@ MAINTAINED = frozenset(BY_NAME)
 def maintained(views: frozenset[str]) -> bool:
     """Whether the stream processor can give an inventory holding all of ``views``."""
     return bool(views) and views <= MAINTAINED
+
+
+def expand(
+    table: Indexed, cluster: str, targets: Iterable[Target], *, parsed: dict[bytes, Any]
+) -> set[Target]:
+    """``targets`` with each Role or ClusterRole replaced by the service accounts bound to it.
+
+    A ClusterRole may be bound in any namespace: its expansion reads every binding of the
+    cluster, which is why only a change of what a role grants (its entry) asks for one.
+    """
+    out: set[Target] = set()
+    for target in targets:
+        kind, namespace, name = target
+        if kind not in ("Role", "ClusterRole"):
+            out.add(target)
+            continue
+        places = (
+            [(namespace, "roleBindings")]
+            if kind == "Role"
+            else [(ns, "roleBindings") for ns in table.namespaces_of(cluster) if ns]
+            + [("", "clusterRoleBindings")]
+        )
+        for ns, view in places:
+            for key in table.keys_of(cluster, ns, view):
+                raw = table[key]
+                entry = parsed.get(raw)
+                if entry is None:
+                    entry = parsed[raw] = orjson.loads(raw)
+                ref = entry.get("roleRef") or {}
+                if ref.get("kind") == kind and ref.get("name") == name:
+                    out.update(_bound_accounts(ns, entry))
+    return out
 
 
 def kept_views(needed: Iterable[str]) -> frozenset[str]:
@@ -290,25 +333,21 @@ def encode_entry(entry: Mapping[str, Any]) -> bytes:
     return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
 
 
-class Indexed(dict[bytes, bytes]):
-    """The inventory table's data, indexed however it is written.
+class Indexed(watched.Watched):
+    """The inventory table's data, indexed however it is written (see ``watched``).
 
-    Writes come from this worker and from the changelog (faust applies a batch with ``update``
-    and then ``pop``s deleted keys, which it first sets to ``None``), so every mutating method
-    keeps the indexes: the keys per ``(cluster, namespace, view)``, a change count per
+    The indexes: the keys per ``(cluster, namespace, view)``, a change count per
     ``(cluster, namespace)`` (cluster-scoped entries have namespace ``""``) and overall
-    (``version``), and how many entries hold each value per view, so a writer can tell whether a
-    view's distinct entries change.
+    (``version``), and how many entries hold each value per view, so a writer can tell whether
+    a view's distinct entries change.
     """
 
     def __init__(self, initial: Mapping[bytes, bytes] | None = None) -> None:
-        super().__init__()
         self.version = 0
         self._buckets: dict[tuple[str, str, str], dict[bytes, None]] = {}
         self._versions: dict[tuple[str, str], int] = {}
         self._uses: dict[tuple[str, str, str, bytes], int] = {}
-        if initial:
-            self.update(initial)
+        super().__init__(initial)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -331,6 +370,12 @@ class Indexed(dict[bytes, bytes]):
 
     # -- the indexes -----------------------------------------------------------------------
 
+    def _added(self, key: bytes, value: Any) -> None:
+        self._note(key, value, +1)
+
+    def _removed(self, key: bytes, value: Any) -> None:
+        self._note(key, value, -1)
+
     def _note(self, key: bytes, value: Any, sign: int) -> None:
         self.version += 1
         where = _split(key) if isinstance(value, bytes) else None
@@ -351,52 +396,6 @@ class Indexed(dict[bytes, bytes]):
             self._uses[use] = count
         else:
             self._uses.pop(use, None)
-
-    # -- writes ----------------------------------------------------------------------------
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        if key in self:
-            self._note(key, super().__getitem__(key), -1)
-        super().__setitem__(key, value)
-        self._note(key, value, +1)
-
-    def __delitem__(self, key: bytes) -> None:
-        value = super().__getitem__(key)
-        super().__delitem__(key)
-        self._note(key, value, -1)
-
-    def pop(self, key: bytes, *default: Any) -> Any:
-        if key not in self:
-            return super().pop(key, *default)
-        value = super().pop(key)
-        self._note(key, value, -1)
-        return value
-
-    def popitem(self) -> tuple[bytes, bytes]:
-        key, value = super().popitem()
-        self._note(key, value, -1)
-        return key, value
-
-    def setdefault(self, key: bytes, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return super().__getitem__(key)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-    def clear(self) -> None:
-        super().clear()
-        self.version += 1
-        for cluster_namespace in self._versions:
-            self._versions[cluster_namespace] += 1
-        self._buckets.clear()
-        self._uses.clear()
-
-    def __ior__(self, other: Any) -> Indexed:  # type: ignore[override,misc]
-        self.update(other)
-        return self
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,20 +22,23 @@ EXPIRY_POLL_S = 5.0
 
 
 async def publish_posture(
-    processor: processing.Processor,
+    collect: Callable[[bool], list[processing.Output]],
     *,
     interval_s: float,
     send: Callable[[processing.Output], None],
     tick_s: float = POSTURE_TICK_S,
 ) -> None:
-    """Publish changed posture every ``tick_s`` and all of it every ``interval_s``."""
+    """Publish changed posture every ``tick_s`` and all of it every ``interval_s``.
+
+    ``collect(only_changed)`` gives the records to publish.
+    """
     last_full = time.monotonic()
     while True:
         await asyncio.sleep(tick_s)
         full = time.monotonic() - last_full >= interval_s
         if full:
             last_full = time.monotonic()
-        for output in processor.posture(only_changed=not full):
+        for output in collect(not full):
             send(output)
 
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
-from kposture.evaluate import tracking
+import orjson
+
+from kposture.evaluate import tracking, watched
 from kposture.schemas import common, posture
 
 # Multiples of 0.25, so sums and differences of weights are exact in floating point: adding
@@ -126,6 +128,16 @@ class _Counts:
         total = self.pass_weight + self.fail_weight
         return 100.0 if total == 0 else round(100.0 * self.pass_weight / total, 2)
 
+    def raw(self) -> tuple[object, ...]:
+        return (
+            self.passing,
+            self.failing,
+            self.waived,
+            tuple(sorted(self.by_severity.items())),
+            self.pass_weight,
+            self.fail_weight,
+        )
+
     def signature(self) -> tuple[object, ...]:
         return (
             self.passing,
@@ -136,20 +148,32 @@ class _Counts:
         )
 
 
+Share = tuple[int, _Scope, _Counts | None]
+"""One partition's counts in one scope; ``None`` once nothing of the partition counts there."""
+
+
 class Tally:
-    """Posture counts of the partitions this worker owns, updated object by object."""
+    """Posture counts of the partitions this worker owns, updated object by object.
+
+    Counts are kept per partition *and* scope: a partition's *share* of a scope. Shares are
+    what a worker publishes (``shares``); whoever adds up every partition's share of a scope
+    (``Board``) gets the scope's posture however the partitions are spread over workers.
+    ``snapshots`` does that for this worker's partitions alone.
+    """
 
     def __init__(self, meta: CheckMeta | None = None) -> None:
         self._parts: dict[int, collections.Counter[Contribution]] = {}
-        self._pending: collections.Counter[Contribution] = collections.Counter()
+        self._pending: collections.Counter[tuple[int, Contribution]] = collections.Counter()
         self._meta: CheckMeta = meta or (lambda baseline, check: None)
         self._routes: dict[_Key, _Route] = {}
-        self._scopes: dict[_Scope, _Counts] = {}
-        self._dirty: set[_Scope] = set()
-        self._published: dict[_Scope, tuple[object, ...]] = {}
+        self._scopes: dict[tuple[int, _Scope], _Counts] = {}
+        self._dirty: set[tuple[int, _Scope]] = set()
+        self._emitted: dict[tuple[int, _Scope], tuple[object, ...]] = {}
         self._scope_sets: dict[tuple[_Scope, ...], tuple[_Scope, ...]] = {}
         # Objects alike share contributions, so their outcome keys are built once.
         self._keys: dict[Contribution, tuple[_Key, ...]] = {}
+        self._local = Shares()
+        self._board = Board()
 
     def use(self, meta: CheckMeta) -> None:
         """Take the policy in force: re-aggregate every scope with its checks' metadata."""
@@ -159,75 +183,91 @@ class Tally:
         self._dirty.update(self._scopes)
         self._scopes = {}
         self._pending = collections.Counter()
-        for counter in self._parts.values():
-            self._pending.update(counter)
+        for partition, counter in self._parts.items():
+            self._pending.update({(partition, c): n for c, n in counter.items()})
 
     def add(self, partition: int, contribution: Contribution | None, *, sign: int = 1) -> None:
         """Add (``sign=1``) or remove (``sign=-1``) one object's contribution."""
         if contribution is not None:
-            self._count(
-                self._parts.setdefault(partition, collections.Counter()), contribution, sign
-            )
+            self._count(partition, contribution, sign)
 
     def replace(self, partition: int, old: Contribution | None, new: Contribution | None) -> None:
         """An object's state changed from ``old`` to ``new``."""
         if old == new:
             return  # most events change nothing that posture counts
-        counter = self._parts.setdefault(partition, collections.Counter())
         if old is not None:
-            self._count(counter, old, -1)
+            self._count(partition, old, -1)
         if new is not None:
-            self._count(counter, new, 1)
+            self._count(partition, new, 1)
 
     def drop(self, partition: int) -> None:
-        """Forget a partition (revoked, or about to be rebuilt from the table)."""
-        self._pending.subtract(self._parts.pop(partition, {}))
+        """Empty a partition's counts, before it is rebuilt from the table."""
+        for contribution, count in self._parts.pop(partition, {}).items():
+            self._pending[(partition, contribution)] -= count
 
-    def snapshots(self, *, now: dt.datetime, only_changed: bool) -> list[posture.PostureSnapshot]:
-        """Snapshots of every scope; with ``only_changed``, those that changed since the last.
+    def forget(self, partition: int) -> None:
+        """Forget a revoked partition without a word: its share is its new owner's to tell."""
+        self._parts.pop(partition, None)
+        self._pending = collections.Counter(
+            {key: n for key, n in self._pending.items() if key[0] != partition}
+        )
+        for table in (self._scopes, self._emitted):
+            for key in [key for key in table if key[0] == partition]:
+                del table[key]
+        self._dirty = {key for key in self._dirty if key[0] != partition}
 
-        A scope that emptied out (its last object deleted) is published once as all zero.
-        """
+    def scopes_of(self, partition: int) -> set[_Scope]:
+        """The scopes a partition has a share of (as of the last ``shares``)."""
+        return {where for p, where in self._scopes if p == partition}
+
+    def shares(self) -> list[Share]:
+        """The shares that changed since the last call (``None``: the share is gone)."""
         self._aggregate()
-        wanted = self._dirty if only_changed else self._dirty | self._scopes.keys()
-        out: list[posture.PostureSnapshot] = []
-        gone: list[_Scope] = []
-        for where in sorted(wanted):
+        out: list[Share] = []
+        for where in sorted(self._dirty):
             counts = self._scopes.get(where)
             if counts is None:
-                if where in self._published:
-                    gone.append(where)
+                if self._emitted.pop(where, None) is not None:
+                    out.append((where[0], where[1], None))
                 continue
-            signature = counts.signature()
-            if only_changed and self._published.get(where) == signature:
-                continue
-            self._published[where] = signature
-            out.append(_snapshot(where, counts, now))
-        for where in gone:
-            del self._published[where]
-            out.append(_snapshot(where, _Counts(), now))
+            # Weights, not the score: scores of shares do not add up, and a policy change can
+            # move both weights of a share and leave its score as it was.
+            signature = counts.raw()
+            if self._emitted.get(where) != signature:
+                self._emitted[where] = signature
+                out.append((where[0], where[1], counts))
         self._dirty = set()
         return out
 
-    def _count(
-        self, counter: collections.Counter[Contribution], contribution: Contribution, sign: int
-    ) -> None:
+    def snapshots(self, *, now: dt.datetime, only_changed: bool) -> list[posture.PostureSnapshot]:
+        """Snapshots of this worker's scopes; with ``only_changed``, those that changed.
+
+        A scope that emptied out (its last object deleted) is published once as all zero.
+        """
+        for partition, where, counts in self.shares():
+            self._local.put(partition, where, counts)
+        return self._board.snapshots(self._local, now=now, only_changed=only_changed)
+
+    def _count(self, partition: int, contribution: Contribution, sign: int) -> None:
+        counter = self._parts.get(partition)
+        if counter is None:
+            counter = self._parts[partition] = collections.Counter()
         left = counter[contribution] + sign
         if left:
             counter[contribution] = left
         else:
             del counter[contribution]
-        self._pending[contribution] += sign
+        self._pending[(partition, contribution)] += sign
 
     def _aggregate(self) -> None:
         # Removals first: every count they take away is there, so no scope goes below zero
         # and a scope that empties out is one that nothing falls in any more.
         # An object that changed replaced one contribution by another that mostly holds the
         # same outcomes: net the outcome keys first, so only the ones that moved reach scopes.
-        net: dict[_Key, int] = {}
+        net: dict[tuple[int, _Key], int] = {}
         get = net.get
         keys_of = self._keys
-        for contribution, change in self._pending.items():
+        for (partition, contribution), change in self._pending.items():
             if change:
                 keys = keys_of.get(contribution)
                 if keys is None:
@@ -235,18 +275,21 @@ class Tally:
                         keys_of.clear()
                     keys = keys_of[contribution] = tuple(contribution.outcomes())
                 for key in keys:
-                    net[key] = get(key, 0) + change
+                    net[(partition, key)] = get((partition, key), 0) + change
         self._pending = collections.Counter()
         scopes = self._scopes
         dirty = self._dirty
-        for key, change in sorted(((k, n) for k, n in net.items() if n), key=lambda i: i[1]):
+        for (partition, key), change in sorted(
+            ((k, n) for k, n in net.items() if n), key=lambda i: i[1]
+        ):
             route = self._routes.get(key)
             if route is None:
                 route = self._route(key)
             if not route:
                 continue  # the check left the policy; the sweep will drop it
             severity, scopes_of_key = route
-            for where in scopes_of_key:
+            for scope in scopes_of_key:
+                where = (partition, scope)
                 counts = scopes.get(where)
                 if counts is None:
                     counts = scopes[where] = _Counts()
@@ -322,3 +365,138 @@ def _snapshot(where: _Scope, counts: _Counts, now: dt.datetime) -> posture.Postu
         score=counts.score(),
         computed_at=now,
     )
+
+
+def share_key(partition: int, where: _Scope) -> bytes:
+    """The table key of one partition's share of a scope."""
+    cluster, scope, scope_key = where
+    return orjson.dumps([cluster, str(scope), scope_key, partition])
+
+
+def parse_share_key(key: bytes) -> tuple[int, _Scope] | None:
+    """``(partition, scope)`` of a share key; ``None`` for anything else."""
+    try:
+        cluster, scope, scope_key, partition = orjson.loads(key)
+        return int(partition), (str(cluster), posture.Scope(scope), str(scope_key))
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None  # not a share key: ignored
+
+
+def _scope_of(key: bytes) -> _Scope | None:
+    parsed = parse_share_key(key)
+    return None if parsed is None else parsed[1]
+
+
+def encode_counts(counts: _Counts) -> bytes:
+    """The table value of a share."""
+    return orjson.dumps(
+        [
+            counts.passing,
+            counts.failing,
+            counts.waived,
+            counts.by_severity,
+            counts.pass_weight,
+            counts.fail_weight,
+        ]
+    )
+
+
+def _add_encoded(total: _Counts, raw: bytes) -> None:
+    passing, failing, waived, by_severity, pass_weight, fail_weight = orjson.loads(raw)
+    total.passing += passing
+    total.failing += failing
+    total.waived += waived
+    total.pass_weight += pass_weight
+    total.fail_weight += fail_weight
+    for severity, count in by_severity.items():
+        total.by_severity[severity] = total.by_severity.get(severity, 0) + count
+
+
+class Shares(watched.Watched):
+    """Every partition's shares of every scope: the data of the posture-shares table.
+
+    Each worker writes the shares of the partitions it owns (``Tally.shares``); the table
+    holds every partition's, so adding them up per scope gives the whole posture. It knows
+    the keys of each scope and which scopes changed since ``take_changed``, however it was
+    written (this worker's writes, or faust applying another worker's changelog).
+    """
+
+    def __init__(self, initial: Mapping[bytes, bytes] | None = None) -> None:
+        self._by_scope: dict[_Scope, dict[bytes, None]] = {}
+        self._changed: set[_Scope] = set()
+        super().__init__(initial)
+
+    def put(self, partition: int, where: _Scope, counts: _Counts | None) -> bytes | None:
+        """Write one share (``None``: delete it); returns the value written."""
+        key = share_key(partition, where)
+        if counts is None:
+            self.pop(key, None)
+            return None
+        value = self[key] = encode_counts(counts)
+        return value
+
+    def take_changed(self) -> set[_Scope]:
+        """The scopes whose shares changed since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def scopes(self) -> set[_Scope]:
+        """Every scope that some partition has a share of."""
+        return set(self._by_scope)
+
+    def total(self, where: _Scope) -> _Counts:
+        """The sum of every partition's share of ``where``."""
+        total = _Counts()
+        for key in self._by_scope.get(where, ()):
+            raw = self.get(key)
+            if raw is not None:
+                _add_encoded(total, raw)
+        return total
+
+    def _added(self, key: bytes, value: Any) -> None:
+        where = _scope_of(key)
+        if where is not None:
+            self._changed.add(where)
+            if value is not None:
+                self._by_scope.setdefault(where, {})[key] = None
+
+    def _removed(self, key: bytes, value: Any) -> None:
+        where = _scope_of(key)
+        if where is not None:
+            self._changed.add(where)
+            keys = self._by_scope.get(where)
+            if keys is not None:
+                keys.pop(key, None)
+                if not keys:
+                    del self._by_scope[where]
+
+
+class Board:
+    """Turns shares into snapshots: per scope, the sum of its shares, published on change."""
+
+    def __init__(self) -> None:
+        self._published: dict[_Scope, tuple[object, ...]] = {}
+
+    def snapshots(
+        self, shares: Shares, *, now: dt.datetime, only_changed: bool
+    ) -> list[posture.PostureSnapshot]:
+        """Snapshots of the scopes whose shares changed (or of all, without ``only_changed``).
+
+        A scope with no share left is published once as all zero.
+        """
+        wanted = shares.take_changed()
+        if not only_changed:
+            wanted |= shares.scopes()
+        out: list[posture.PostureSnapshot] = []
+        for where in sorted(wanted):
+            counts = shares.total(where)
+            if counts.empty():
+                if self._published.pop(where, None) is not None:
+                    out.append(_snapshot(where, counts, now))
+                continue
+            signature = counts.signature()
+            if only_changed and self._published.get(where) == signature:
+                continue
+            self._published[where] = signature
+            out.append(_snapshot(where, counts, now))
+        return out

@@ -22,6 +22,7 @@ import orjson
 
 from kposture.evaluate import policy_store, posture, storing, tracking
 from kposture.schemas import codec, common, deadletter, envelope, findings, resources, topics
+from kposture.schemas import posture as posture_schema
 
 SERVICE = "evaluate"
 Clock = Callable[[], dt.datetime]
@@ -283,22 +284,8 @@ class Processor:
             self.tally.add(partition, _contribution(state))
 
     def posture(self, *, only_changed: bool) -> list[Output]:
-        """Posture snapshots to publish (the changed ones, or all of them)."""
-        snapshots = self.tally.snapshots(now=self.clock(), only_changed=only_changed)
-        return [
-            Output(
-                topics.Topic.POSTURE,
-                snapshot.key,
-                envelope.wrap(
-                    snapshot,
-                    event_type=codec.POSTURE_TYPE,
-                    source=f"kposture://{snapshot.cluster}/{SERVICE}",
-                    subject=f"{snapshot.scope}/{snapshot.scope_key}",
-                    time=snapshot.computed_at,
-                ),
-            )
-            for snapshot in snapshots
-        ]
+        """Posture snapshots of this processor's partitions (the changed ones, or all)."""
+        return posture_outputs(self.tally.snapshots(now=self.clock(), only_changed=only_changed))
 
     def _publish(self, transitions: Iterable[findings.Finding]) -> list[Output]:
         return [
@@ -434,3 +421,21 @@ def _contribution(state: ObjectState | None) -> posture.Contribution | None:
         passed=state.passed,
         open_findings=state.open,
     )
+
+
+def posture_outputs(snapshots: Iterable[posture_schema.PostureSnapshot]) -> list[Output]:
+    """The records that publish posture snapshots."""
+    return [
+        Output(
+            topics.Topic.POSTURE,
+            snapshot.key,
+            envelope.wrap(
+                snapshot,
+                event_type=codec.POSTURE_TYPE,
+                source=f"kposture://{snapshot.cluster}/{SERVICE}",
+                subject=f"{snapshot.scope}/{snapshot.scope_key}",
+                time=snapshot.computed_at,
+            ),
+        )
+        for snapshot in snapshots
+    ]

@@ -430,7 +430,7 @@ def test_workload_templates_feed_their_own_views() -> None:
 
 
 def test_rbac_changes_concern_the_accounts_they_may_grant_to() -> None:
-    """A binding: its subjects (old and new); a Role: its namespace's; a ClusterRole: any."""
+    """A binding: its subjects (old and new); a role: the accounts its bindings name."""
     table = inventory.Indexed()
     binding = role_binding("b", "reader", [("app", None), ("ci", "tools")])
     created = apply(table, inventory.update_of(event_of(binding), table=table))
@@ -446,21 +446,51 @@ def test_rbac_changes_concern_the_accounts_they_may_grant_to() -> None:
         ("ServiceAccount", "tools", "ci"),
         ("ServiceAccount", "shop", "web"),
     }
+    # Another user subject is nothing the checks read.
+    with_user = role_binding("b", "reader", [("web", None)])
+    with_user["subjects"].append({"kind": "Group", "name": "devs"})
+    assert inventory.update_of(event_of(with_user, resources.Change.MODIFIED), table=table) is None
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": {"name": "reader", "namespace": "shop"},
         "rules": [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["x"]}
+            {"apiGroups": [""], "resources": ["secrets", "pods"], "verbs": ["get", "delete"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
         ],
     }
     role_update = apply(table, inventory.update_of(event_of(role), table=table))
     assert role_update is not None
-    assert role_update.targets == {("ServiceAccount", "shop", "*")}
-    # Labels are not kept: relabelling a ClusterRole writes nothing.
+    assert role_update.targets == {("Role", "shop", "reader")}
+    assert orjson_loads(role_update.value)["rules"] == [
+        {"resources": ["secrets"], "verbs": ["get"]}
+    ]
+    assert inventory.expand(table, "c1", role_update.targets, parsed={}) == {
+        ("ServiceAccount", "shop", "web")
+    }
+    # Verbs and resources that grant no read of secrets change nothing.
+    role["rules"][0]["verbs"] = ["get", "delete", "create"]
+    role["rules"].append({"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["*"]})
+    assert inventory.update_of(event_of(role, resources.Change.MODIFIED), table=table) is None
+    # A ClusterRole is expanded through every binding of the cluster that names it.
     everyone = apply(table, inventory.update_of(event_of(cluster_role("all", ["*"])), table=table))
     assert everyone is not None
-    assert everyone.targets == {("ServiceAccount", "*", "*")}
+    assert everyone.targets == {("ClusterRole", "", "all")}
+    wide = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "wide"},
+        "subjects": [{"kind": "ServiceAccount", "name": "bot", "namespace": "ops"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "all"},
+    }
+    local = role_binding("local", "all", [("app", None)])
+    local["roleRef"]["kind"] = "ClusterRole"
+    for obj in (wide, local):
+        apply(table, inventory.update_of(event_of(obj), table=table))
+    assert inventory.expand(table, "c1", everyone.targets, parsed={}) == {
+        ("ServiceAccount", "ops", "bot"),
+        ("ServiceAccount", "shop", "app"),
+    }
     relabelled = cluster_role("all", ["*"])
     relabelled["metadata"]["labels"] = {"x": "z"}
     assert inventory.update_of(event_of(relabelled, resources.Change.MODIFIED), table=table) is None

@@ -167,3 +167,79 @@ def test_an_unchanged_tally_publishes_nothing_and_an_emptied_scope_publishes_zer
     assert {s.key for s in gone} == {s.key for s in first}
     assert all((s.passing, s.failing, s.waived, s.score) == (0, 0, 0, 100.0) for s in gone)
     assert tally.snapshots(now=T0, only_changed=False) == []
+
+
+def test_workers_sharing_the_partitions_publish_the_posture_of_all_of_them() -> None:
+    """Two tallies own disjoint partitions and write shares into one table; the board's
+    snapshots of the table equal the posture of every object, through moves of a partition
+    from one worker to the other and policy swaps."""
+    rng = random.Random(11)
+    meta = meta_of(0)
+    workers = [posture.Tally(meta), posture.Tally(meta)]
+    owner = {0: 0, 1: 1, 2: 1}
+    table = posture.Shares()
+    board = posture.Board()
+    objects: dict[tuple[int, int], posture.Contribution] = {}
+    published: dict[str, tuple[object, ...]] = {}
+
+    def tick() -> dict[str, tuple[object, ...]]:
+        for index, tally in enumerate(workers):
+            for partition, where, counts in tally.shares():
+                assert owner[partition] == index, "a worker wrote a share it does not own"
+                table.put(partition, where, counts)
+        return as_dict(board.snapshots(table, now=T0, only_changed=True))
+
+    for step in range(400):
+        partition, uid = rng.randrange(3), rng.randrange(15)
+        tally = workers[owner[partition]]
+        draw = rng.random()
+        old = objects.get((partition, uid))
+        if draw < 0.6:
+            new = contribution(rng)
+            objects[(partition, uid)] = new
+            tally.replace(partition, old, new)
+        elif draw < 0.85 and old is not None:
+            del objects[(partition, uid)]
+            tally.replace(partition, old, None)
+        elif draw < 0.95:
+            # The partition moves: the old owner forgets it silently, the new one rebuilds it
+            # from the table and overwrites the old owner's shares.
+            tally.forget(partition)
+            owner[partition] = 1 - owner[partition]
+            successor = workers[owner[partition]]
+            successor.drop(partition)
+            for ident in [i for i in objects if i[0] == partition]:
+                successor.add(partition, objects[ident])
+        else:
+            meta = meta_of(step)
+            for each in workers:
+                each.use(meta)
+        changed = tick()
+        expected = rebuilt(objects, meta)
+        published.update(changed)
+        published = {k: v for k, v in published.items() if k in expected}
+        assert published == expected
+    assert as_dict(board.snapshots(table, now=T0, only_changed=False)) == rebuilt(objects, meta)
+
+
+def test_the_shares_index_follows_faust_changelog_writes() -> None:
+    """faust sets a deleted key to None, then pops it: the scope's total follows."""
+    rng = random.Random(3)
+    tally = posture.Tally(meta_of(0))
+    tally.add(0, contribution(rng))
+    tally.add(1, contribution(rng))
+    source = posture.Shares()
+    for partition, where, counts in tally.shares():
+        source.put(partition, where, counts)
+    copy = posture.Shares()
+    copy.update(dict(source))  # a changelog batch
+    assert copy.scopes() == source.scopes()
+    where = next(iter(source.scopes()))
+    assert copy.total(where).raw() == source.total(where).raw()
+    for key in [k for k in source if posture.parse_share_key(k) == (1, where)]:
+        copy.update({key: None})
+        copy.pop(key, None)
+    copy.take_changed()
+    remaining = posture.Shares({k: v for k, v in source.items() if k in copy})
+    assert copy.total(where).raw() == remaining.total(where).raw()
+    assert posture.parse_share_key(b"not a share") is None
