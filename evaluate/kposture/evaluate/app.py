@@ -103,6 +103,9 @@ class EvaluateApp:
         # them, with the entry versions they were built at.
         self._kept_views: frozenset[str] = frozenset()
         self._inventories: dict[tuple[Any, ...], tuple[tuple[int, int], dict[str, Any]]] = {}
+        # Each namespace's surroundings (for priority), with the entry versions they were
+        # built at.
+        self._surroundings: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
         # Every partition's posture share, which the owner of partition 0 adds up and publishes.
         self._shares: _Direct = _Direct.none()
         self._board = posture.Board()
@@ -143,6 +146,7 @@ class EvaluateApp:
             dead_letter=self._send,
         )
         self.processor = processing.Processor(await self._follower.start(), clock=self.clock)
+        self.processor.surroundings = self._surroundings_of
         self._kept_views = inventory.kept_views(self.processor.policy.engine.inventory_views)
         self._faust = self._build_faust()
         await self._faust.start()
@@ -455,13 +459,35 @@ class EvaluateApp:
 
     def _on_inventory(self, update: inventory.Update, *, partition: int) -> None:
         # Keep the global table current, then ask the partition that owns each concerned
-        # object to re-evaluate it: its state, and the right to write it, live there.
+        # object to re-evaluate it: its state, and the right to write it, live there. The
+        # concerned objects are those whose cross-object checks read the entry, and the pods
+        # and pod templates whose priority it moves.
+        table = self._inventory_table.data
+        indexed = isinstance(table, inventory.Indexed)
+        scopes = (
+            inventory.exposure_scopes(
+                update, stored=table.get(update.key), table=table, parsed=self._parsed_entries
+            )
+            if indexed
+            else set()
+        )
+        before = {ns: self._surroundings_of(update.cluster, ns) for ns in scopes}
         self._write(self._inventory_table, update.key, update.value, partition=partition)
-        if not update.targets:
+        targets = self._keys_of_targets(update.cluster, update.targets) if update.targets else set()
+        for ns, old in before.items():
+            new = self._surroundings_of(update.cluster, ns)
+            if new == old or old is None or new is None:
+                continue
+            # Only the accounts whose privilege changed, unless the exposing Services did.
+            accounts = None if new.selectors != old.selectors else new.privileged ^ old.privileged
+            targets |= inventory.pod_keys(
+                table, update.cluster, ns, accounts=accounts, parsed=self._parsed_entries
+            )
+        if not targets:
             return
         assert self._publisher is not None  # set before faust starts
         request = inventory.encode_update(update, origin=self._origin)
-        for target in sorted(self._keys_of_targets(update.cluster, update.targets)):
+        for target in sorted(targets):
             # Through the publisher, so the request is acknowledged before the offset of the
             # record that caused it is committed: a crash cannot lose it.
             self._publisher.put(
@@ -499,6 +525,21 @@ class EvaluateApp:
                         uid = key.decode().rsplit("/", 1)[1]
                         keys.add(f"{cluster}/{uid}".encode())
         return keys
+
+    def _surroundings_of(self, cluster: str, namespace: str) -> Any:
+        """A namespace's ``tracking.Surroundings``, kept until its entries change."""
+        table = self._inventory_table.data
+        if not isinstance(table, inventory.Indexed):
+            return None
+        versions = (table.version_of(cluster, namespace), table.version_of(cluster, ""))
+        cached = self._surroundings.get((cluster, namespace))
+        if cached is not None and cached[0] == versions:
+            return cached[1]
+        found = inventory.surroundings_of(table, cluster, namespace, parsed=self._parsed_entries)
+        if len(self._surroundings) >= INVENTORIES_CACHED:
+            self._surroundings.clear()
+        self._surroundings[(cluster, namespace)] = (versions, found)
+        return found
 
     def _parsed_entry(self, raw: bytes) -> Any:
         loaded = self._parsed_entries.get(raw)

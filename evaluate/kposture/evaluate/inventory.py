@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from kposture.evaluate import watched, workloads
+from kposture.evaluate import tracking, watched, workloads
 from kposture.schemas import common, resources
 
 NETWORK_POLICIES = "networkPolicies"
@@ -199,17 +199,51 @@ def _nobody(namespace: str, entry: Mapping[str, Any]) -> Iterable[Target]:
     return ()
 
 
+def _service(obj: Mapping[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec") or {}
+    selector = spec.get("selector")
+    return {
+        "metadata": _metadata(obj, namespaced=True),
+        "spec": {
+            "type": spec.get("type", "ClusterIP"),
+            "selector": dict(selector) if isinstance(selector, Mapping) else {},
+        },
+    }
+
+
+def _ingress(obj: Mapping[str, Any]) -> dict[str, Any]:
+    # Only which Services it routes to: those expose the pods they select.
+    spec = obj.get("spec") or {}
+    backends = [spec.get("defaultBackend")]
+    for rule in spec.get("rules") or ():
+        paths = ((rule or {}).get("http") or {}).get("paths") or ()
+        backends.extend((path or {}).get("backend") for path in paths)
+    names = {
+        service["name"]
+        for backend in backends
+        if isinstance(backend, Mapping)
+        and isinstance(service := backend.get("service"), Mapping)
+        and isinstance(service.get("name"), str)
+    }
+    return {
+        "metadata": _metadata(obj, namespaced=True, named=False),
+        "spec": {"services": sorted(names)},
+    }
+
+
+_POD_SPECS: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
+    kind[0].lower() + kind[1:] + "s": (group, kind, (*template, "spec"))
+    for (group, kind), template in workloads.TEMPLATE_PATHS.items()
+    if kind not in ("PodTemplate", "ReplicationController")  # no built-in check reads them
+}
+"""Pod views: ``{view: (API group, kind, path of the pod spec)}``."""
+
+
 def _workload_views() -> list[View]:
-    views = []
-    for (group, kind), template in workloads.TEMPLATE_PATHS.items():
-        if kind in ("PodTemplate", "ReplicationController"):
-            continue  # no built-in check reads them
-        spec_path = (*template, "spec") if template else ("spec",)
-        name = kind[0].lower() + kind[1:] + "s"
-        views.append(
-            View(name, group, kind, True, _pod_user(spec_path), _pod_user_concerns(spec_path))
-        )
-    return views
+    return [
+        View(name, group, kind, True, _pod_user(spec_path), _pod_user_concerns(spec_path))
+        for name, (group, kind, spec_path) in _POD_SPECS.items()
+    ]
 
 
 _RBAC = "rbac.authorization.k8s.io"
@@ -244,6 +278,8 @@ VIEWS: tuple[View, ...] = (
         _binding(namespaced=False),
         _bound_accounts,
     ),
+    View("services", "", "Service", True, _service, _nobody, ""),
+    View("ingresses", "networking.k8s.io", "Ingress", True, _ingress, _nobody, ""),
     *_workload_views(),
 )
 """Every view the stream processor can keep."""
@@ -293,10 +329,25 @@ def expand(
     return out
 
 
+_POD_VIEWS = tuple(_POD_SPECS)
+EXPOSURE_VIEWS = frozenset(
+    {
+        "services",
+        "ingresses",
+        "roles",
+        "clusterRoles",
+        "roleBindings",
+        "clusterRoleBindings",
+        *_POD_VIEWS,
+    }
+)
+"""What priority reads (``surroundings_of``), and the pods whose priority a change moves."""
+
+
 def kept_views(needed: Iterable[str]) -> frozenset[str]:
-    """The views to keep for checks needing ``needed``: those, plus the service accounts when a
-    change of one of them concerns service accounts (the app looks their uids up there)."""
-    kept = {name for name in needed if name in BY_NAME}
+    """The views to keep for checks needing ``needed``, for priority (``EXPOSURE_VIEWS``), and
+    the service accounts when a change concerns them (the app looks their uids up there)."""
+    kept = {name for name in needed if name in BY_NAME} | EXPOSURE_VIEWS
     if any(BY_NAME[name].concerns_kind == "ServiceAccount" for name in kept):
         kept.add(SERVICE_ACCOUNTS)
     return frozenset(kept)
@@ -569,3 +620,106 @@ def decode_update(data: bytes) -> tuple[str, Update]:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a re-evaluation request: {data[:80]!r}") from exc
+
+
+# -- exposure --------------------------------------------------------------------------------
+
+
+def _parsed(table: Mapping[bytes, bytes], key: bytes, parsed: dict[bytes, Any]) -> Any:
+    raw = table[key]
+    entry = parsed.get(raw)
+    if entry is None:
+        entry = parsed[raw] = orjson.loads(raw)
+    return entry
+
+
+def _entries_of(
+    table: Indexed, cluster: str, namespace: str, view: str, parsed: dict[bytes, Any]
+) -> Iterable[Any]:
+    return [_parsed(table, key, parsed) for key in table.keys_of(cluster, namespace, view)]
+
+
+def surroundings_of(
+    table: Indexed, cluster: str, namespace: str, *, parsed: dict[bytes, Any]
+) -> tracking.Surroundings:
+    """What a namespace's Services, Ingresses and RBAC say about the exposure of its pods."""
+    routed = {
+        name
+        for ingress in _entries_of(table, cluster, namespace, "ingresses", parsed)
+        for name in ingress["spec"]["services"]
+    }
+    selectors = sorted(
+        {
+            tuple(sorted(service["spec"]["selector"].items()))
+            for service in _entries_of(table, cluster, namespace, "services", parsed)
+            if service["spec"]["selector"]
+            and (
+                service["spec"]["type"] in ("LoadBalancer", "NodePort")
+                or service["metadata"]["name"] in routed
+            )
+        }
+    )
+    readers = {
+        (kind, entry["metadata"]["name"])
+        for kind, where in (("Role", namespace), ("ClusterRole", ""))
+        for entry in _entries_of(
+            table, cluster, where, "roles" if kind == "Role" else "clusterRoles", parsed
+        )
+        if entry.get("rules")
+    }
+    privileged: set[str] = set()
+    for where, view in ((namespace, "roleBindings"), ("", "clusterRoleBindings")):
+        for binding in _entries_of(table, cluster, where, view, parsed):
+            ref = binding.get("roleRef") or {}
+            if (ref.get("kind"), ref.get("name")) in readers:
+                privileged.update(
+                    name
+                    for _, ns, name in _bound_accounts(
+                        namespace if view == "roleBindings" else "", binding
+                    )
+                    if ns == namespace
+                )
+    return tracking.Surroundings(selectors=tuple(selectors), privileged=frozenset(privileged))
+
+
+def exposure_scopes(
+    update: Update, *, stored: bytes | None, table: Indexed, parsed: dict[bytes, Any]
+) -> set[str]:
+    """The namespaces whose ``surroundings_of`` an update may change (``stored``: the entry
+    it replaces)."""
+    where = _split(update.key)
+    if where is None:
+        return set()
+    cluster, namespace, view = where
+    if view in ("services", "ingresses", "roles", "roleBindings"):
+        return {namespace}
+    entries = [orjson.loads(raw) for raw in (stored, update.value) if raw is not None]
+    if view == "clusterRoleBindings":
+        return {ns for entry in entries for _, ns, _ in _bound_accounts("", entry)}
+    if view == "clusterRoles":
+        names = {entry["metadata"]["name"] for entry in entries}
+        targets = [("ClusterRole", "", name) for name in names]
+        return {ns for _, ns, _ in expand(table, cluster, targets, parsed=parsed)}
+    return set()
+
+
+def pod_keys(
+    table: Indexed,
+    cluster: str,
+    namespace: str,
+    *,
+    accounts: frozenset[str] | None,
+    parsed: dict[bytes, Any],
+) -> set[bytes]:
+    """The resources keys (``<cluster>/<uid>``) of a namespace's pods and pod templates, or of
+    those that run as one of ``accounts``."""
+    keys = set()
+    for view in _POD_VIEWS:
+        path = (*_POD_SPECS[view][2], "serviceAccountName")
+        for key in table.keys_of(cluster, namespace, view):
+            if accounts is not None:
+                account = _dig(_parsed(table, key, parsed), path)
+                if (account if isinstance(account, str) else "default") not in accounts:
+                    continue
+            keys.add(f"{cluster}/{key.decode().rsplit('/', 1)[1]}".encode())
+    return keys

@@ -76,6 +76,8 @@ class Processor:
         self.tally = posture.Tally()
         self.policy = policy
         self.clock = clock
+        self.surroundings: Callable[[str, str], tracking.Surroundings | None] = _no_surroundings
+        """Gives a namespace's ``tracking.Surroundings`` for exposure (the app's inventory)."""
 
     @property
     def policy(self) -> policy_store.PolicySet:
@@ -258,7 +260,11 @@ class Processor:
             observed_at=observed_at,
             now=self.clock(),
             owner=tracking.owner_of(obj, namespace_obj),
-            exposure=tracking.exposure_of(obj, namespace_obj),
+            exposure=tracking.exposure_of(
+                obj,
+                namespace_obj,
+                self.surroundings(cluster, ref.namespace) if ref.namespace else None,
+            ),
             waivers=self.policy.waivers,
         )
 
@@ -421,6 +427,10 @@ def _contribution(state: ObjectState | None) -> posture.Contribution | None:
         passed=state.passed,
         open_findings=state.open,
     )
+
+
+def _no_surroundings(cluster: str, namespace: str) -> tracking.Surroundings | None:
+    return None
 
 
 def posture_outputs(snapshots: Iterable[posture_schema.PostureSnapshot]) -> list[Output]:

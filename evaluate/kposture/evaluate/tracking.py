@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import msgspec
 
-from kposture.evaluate import waivers
+from kposture.evaluate import waivers, workloads
 from kposture.schemas import common, findings
 
 if TYPE_CHECKING:
@@ -121,10 +121,9 @@ class Exposure:
 
     ``externally_exposed``: the object is reachable from outside the cluster (a LoadBalancer or
     NodePort Service, an Ingress, or a pod on the host network or with host ports).
-    ``privileged_service_account``: the pod runs as a service account with powerful RBAC; this
-    needs RBAC objects, so the stream processor passes ``False`` until a cross-object resolver
-    provides it. ``criticality``: the ``kposture.io/criticality`` label of the object or else
-    of its namespace.
+    ``privileged_service_account``: the pod runs as a service account that a bound role lets
+    read secrets (``cluster-admin`` among others). ``criticality``: the
+    ``kposture.io/criticality`` label of the object or else of its namespace.
     """
 
     externally_exposed: bool = False
@@ -165,24 +164,62 @@ def priority(severity: common.Severity, exposure: Exposure) -> int:
     return max(0, min(100, score))
 
 
-def exposure_of(obj: Mapping[str, Any], namespace_obj: Mapping[str, Any] | None) -> Exposure:
-    """The exposure that one object and its namespace show by themselves.
+@dataclasses.dataclass(frozen=True)
+class Surroundings:
+    """What the other objects of a namespace say about the exposure of its pods.
 
-    Exposure of a workload *through* a Service that selects it, or through a privileged service
-    account, needs other objects (Services, RBAC) and is not derived here.
+    ``selectors``: the selectors (``(label, value)`` pairs) of the Services that expose the pods
+    they select: LoadBalancer and NodePort Services, and any Service an Ingress routes to.
+    ``privileged``: the namespace's service accounts that a bound role lets read secrets.
     """
+
+    selectors: tuple[tuple[tuple[str, str], ...], ...] = ()
+    privileged: frozenset[str] = frozenset()
+
+    def exposes(self, labels: Mapping[str, Any]) -> bool:
+        """Whether a Service that exposes its pods selects pods with ``labels``."""
+        return any(all(labels.get(k) == v for k, v in selector) for selector in self.selectors)
+
+
+def exposure_of(
+    obj: Mapping[str, Any],
+    namespace_obj: Mapping[str, Any] | None,
+    surroundings: Surroundings | None = None,
+) -> Exposure:
+    """The exposure of one object: by itself, its namespace and, for a pod or pod template,
+    its ``surroundings`` (the Services that select it, the RBAC of its service account)."""
     kind = obj.get("kind")
     raw_spec = obj.get("spec")
     spec: Mapping[str, Any] = raw_spec if _is_mapping(raw_spec) else {}
     exposed = kind == "Ingress" or (
         kind == "Service" and spec.get("type") in _EXPOSED_SERVICE_TYPES
     )
+    pod_spec = _pod_spec(obj)
     if not exposed:
-        exposed = _on_host_network(_pod_spec(obj))
+        exposed = _on_host_network(pod_spec)
+    privileged = False
+    template = _template_path(obj) if surroundings is not None else None
+    if surroundings is not None and template is not None:
+        if not exposed and surroundings.selectors:
+            view = workloads.pod_view(obj, template)
+            exposed = view is not None and surroundings.exposes(_labels(view))
+        account = pod_spec.get("serviceAccountName") or "default"
+        privileged = account in surroundings.privileged
     criticality = _labels(obj).get(CRITICALITY_LABEL)
     if criticality is None and namespace_obj is not None:
         criticality = _labels(namespace_obj).get(CRITICALITY_LABEL)
-    return Exposure(externally_exposed=exposed, criticality=criticality)
+    return Exposure(
+        externally_exposed=exposed,
+        privileged_service_account=privileged,
+        criticality=criticality,
+    )
+
+
+def _template_path(obj: Mapping[str, Any]) -> tuple[str, ...] | None:
+    # Where a Pod-running kind keeps its pod template (``()``: the object is the Pod).
+    api_version = obj.get("apiVersion")
+    group = workloads.group_of(api_version if isinstance(api_version, str) else "")
+    return workloads.TEMPLATE_PATHS.get((group, str(obj.get("kind"))))
 
 
 def owner_of(obj: Mapping[str, Any], namespace_obj: Mapping[str, Any] | None) -> str | None:

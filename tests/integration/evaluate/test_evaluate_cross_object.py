@@ -193,3 +193,69 @@ async def test_a_policy_that_needs_new_views_fills_them_from_the_stored_objects(
         await out.until(count(("uid-app", "opened"), 1))
         records = await out.settle()
     assert [t for t in transitions(records) if t[0] == "uid-app"] == [("uid-app", "opened")]
+
+
+PRIVILEGED = """\
+apiVersion: kposture.io/v1
+kind: Baseline
+name: itest-pods
+version: v1.0
+checks:
+  - id: privileged
+    title: Containers must not be privileged
+    severity: medium
+    controls: ["itest:privileged"]
+    target: podSpec
+    message: privileged container
+    validation: >-
+      object.spec.containers.all(c, !has(c.securityContext)
+      || !has(c.securityContext.privileged) || c.securityContext.privileged == false)
+"""
+
+
+def priorities(records: list[tuple[str, Any]], uid: str) -> list[tuple[str, int]]:
+    """(transition, priority) of one object's finding records, in arrival order."""
+    return [
+        (str(f.state), f.priority)
+        for _, f in records
+        if isinstance(f, findings.Finding) and f.ref.uid == uid
+    ]
+
+
+async def test_a_service_that_exposes_a_pod_and_rbac_that_empowers_it_raise_its_priority(
+    settings: Any, bus: Bus, reader: Any
+) -> None:
+    """A LoadBalancer Service selecting the pod, then a binding that lets its account read
+    secrets: each raises the open finding's priority (updated); their removal lowers it."""
+    await bus.baseline(PRIVILEGED, name="itest-pods", version="v1.0")
+    out = await reader(topics.Topic.FINDINGS)
+    web = shop(
+        "Pod",
+        "web",
+        metadata={"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+        spec={
+            "serviceAccountName": "app",
+            "containers": [{"name": "c", "image": "i", "securityContext": {"privileged": True}}],
+        },
+    )
+    balancer = shop("Service", "front", spec={"type": "LoadBalancer", "selector": {"app": "web"}})
+
+    def updates(n: int) -> Any:
+        return lambda records: [t for t, _ in priorities(records, "uid-web")].count("updated") >= n
+
+    async with running(settings):
+        await bus.resource(resources.Change.ADDED, "web", web)
+        await out.until(lambda records: bool(priorities(records, "uid-web")))
+        await bus.resource(resources.Change.ADDED, "front", balancer)
+        await out.until(updates(1))
+        await bus.resource(resources.Change.ADDED, "secret-reader", ROLE)
+        await bus.resource(resources.Change.ADDED, "app-secrets", BINDING)
+        await out.until(updates(2))
+        await bus.resource(resources.Change.DELETED, "front", balancer)
+        await bus.resource(resources.Change.DELETED, "app-secrets", BINDING)
+        await out.until(updates(4))
+        records = await out.settle()
+    seen = priorities(records, "uid-web")
+    assert [t for t, _ in seen] == ["opened", "updated", "updated", "updated", "updated"]
+    base = seen[0][1]
+    assert [p for _, p in seen] == [base, base + 10, base + 20, base + 10, base]

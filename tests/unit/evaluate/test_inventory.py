@@ -21,6 +21,7 @@ from kposture.evaluate import (
     policy_store,
     processing,
     scanning,
+    tracking,
 )
 from kposture.schemas import common, envelope, findings, resources
 
@@ -262,10 +263,17 @@ def test_the_stream_keeps_the_views_of_the_built_in_checks_only() -> None:
     assert inventory.maintained(frozenset({inventory.NETWORK_POLICIES}))
     assert inventory.maintained(frozenset({"roleBindings", "pods", "cronJobs", "clusterRoles"}))
     assert not inventory.maintained(frozenset())
-    assert not inventory.maintained(frozenset({inventory.NETWORK_POLICIES, "ingresses"}))
-    # Views whose changes concern service accounts bring the accounts along (to find uids).
-    assert inventory.kept_views(["networkPolicies"]) == {"networkPolicies"}
-    assert inventory.kept_views(["pods", "ingresses"]) == {"pods", "serviceAccounts"}
+    assert not inventory.maintained(frozenset({inventory.NETWORK_POLICIES, "configMaps"}))
+    # Priority's views are always kept; views whose changes concern service accounts bring
+    # the accounts along (to find uids).
+    exposure = inventory.EXPOSURE_VIEWS
+    assert {"services", "ingresses", "roleBindings", "pods", "cronJobs"} <= exposure
+    assert inventory.kept_views(["networkPolicies"]) == {
+        "networkPolicies",
+        "serviceAccounts",
+        *exposure,
+    }
+    assert inventory.kept_views(["pods", "unknownView"]) == {"serviceAccounts", *exposure}
     built = policy_store.PolicyStore(["cis-1.12"]).build()
     assert inventory.kept_views(built.engine.inventory_views) >= {
         "networkPolicies",
@@ -673,3 +681,98 @@ def test_every_cross_object_check_has_fixtures_the_stream_is_compared_on() -> No
     """The comparison above covers each built-in check that needs an inventory."""
     covered = {check for _, case in CASES for check in case.expect}
     assert {"namespaceNetworkPolicy", "secretReadersInUse"} <= covered
+
+
+# -- surroundings: what priority reads -------------------------------------------------------
+
+
+def shop_object(kind: str, name: str, api_version: str = "v1", **fields: Any) -> dict[str, Any]:
+    """An object in namespace ``shop``."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "shop"},
+        **fields,
+    }
+
+
+def service(name: str, kind: str, selector: dict[str, str]) -> dict[str, Any]:
+    """A Service of type ``kind`` selecting ``selector``."""
+    return shop_object("Service", name, spec={"type": kind, "selector": selector, "ports": []})
+
+
+def test_surroundings_come_from_exposing_services_ingresses_and_secret_reading_roles() -> None:
+    """LoadBalancer and NodePort Services expose; a ClusterIP one only if an Ingress routes to
+    it; accounts bound to a role that reads secrets are privileged."""
+    parsed: dict[bytes, Any] = {}
+    table = inventory.Indexed()
+    reader = shop_object(
+        "Role",
+        "reader",
+        "rbac.authorization.k8s.io/v1",
+        rules=[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}],
+    )
+    for obj in (
+        service("lb", "LoadBalancer", {"app": "web"}),
+        service("internal", "ClusterIP", {"app": "db"}),
+        service("routed", "ClusterIP", {"app": "api"}),
+        service("headless", "NodePort", {}),
+        shop_object(
+            "Ingress",
+            "front",
+            "networking.k8s.io/v1",
+            spec={"rules": [{"http": {"paths": [{"backend": {"service": {"name": "routed"}}}]}}]},
+        ),
+        reader,
+        role_binding("r", "reader", [("app", None), ("other", "elsewhere")]),
+    ):
+        apply(table, inventory.update_of(event_of(obj), table=table))
+    around = inventory.surroundings_of(table, "c1", "shop", parsed=parsed)
+    assert around == tracking.Surroundings(
+        selectors=((("app", "api"),), (("app", "web"),)), privileged=frozenset({"app"})
+    )
+    # A cluster-wide binding of a ClusterRole that reads everything makes "ci" privileged.
+    crb = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "ci-reads"},
+        "subjects": [{"kind": "ServiceAccount", "name": "ci", "namespace": "shop"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "all"},
+    }
+    role_update = apply(
+        table, inventory.update_of(event_of(cluster_role("all", ["*"])), table=table)
+    )
+    assert role_update is not None
+    crb_update = inventory.update_of(event_of(crb), table=table)
+    assert crb_update is not None
+    assert inventory.exposure_scopes(crb_update, stored=None, table=table, parsed=parsed) == {
+        "shop"
+    }
+    apply(table, crb_update)
+    assert inventory.surroundings_of(table, "c1", "shop", parsed=parsed).privileged == {"app", "ci"}
+    # A ClusterRole's change concerns the namespaces of the accounts bound to it.
+    assert inventory.exposure_scopes(role_update, stored=None, table=table, parsed=parsed) == {
+        "shop"
+    }
+
+
+def test_pod_keys_name_a_namespaces_pods_and_templates_or_those_of_some_accounts() -> None:
+    """The objects whose priority a change of surroundings may move."""
+    table = inventory.Indexed()
+    deployment = shop_object(
+        "Deployment",
+        "web",
+        "apps/v1",
+        spec={"template": {"spec": {"serviceAccountName": "app", "containers": []}}},
+    )
+    for obj, uid in ((pod("a", "app"), "p1"), (pod("b", None), "p2"), (deployment, "d1")):
+        apply(table, inventory.update_of(event_of(obj, uid=uid), table=table))
+    parsed: dict[bytes, Any] = {}
+    everything = inventory.pod_keys(table, "c1", "shop", accounts=None, parsed=parsed)
+    assert everything == {b"c1/p1", b"c1/p2", b"c1/d1"}
+    app_only = inventory.pod_keys(table, "c1", "shop", accounts=frozenset({"app"}), parsed=parsed)
+    assert app_only == {b"c1/p1", b"c1/d1"}
+    default = inventory.pod_keys(
+        table, "c1", "shop", accounts=frozenset({"default"}), parsed=parsed
+    )
+    assert default == {b"c1/p2"}

@@ -262,3 +262,33 @@ def test_a_fix_is_offered_only_for_failures_with_a_fix() -> None:
         available=True, risk=findings.Risk.SAFE
     )
     assert baselines.Risk.SAFE is findings.Risk.SAFE
+
+
+def test_surroundings_expose_the_pods_services_select_and_name_privileged_accounts() -> None:
+    """A pod or a workload's template is exposed when an exposing Service selects its labels,
+    and privileged when it runs as an account the namespace's RBAC lets read secrets."""
+    around = tracking.Surroundings(
+        selectors=((("app", "web"),), (("app", "api"), ("tier", "front"))),
+        privileged=frozenset({"default", "ops"}),
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"labels": {"app": "web", "pod-template-hash": "x"}},
+        "spec": {"serviceAccountName": "app", "containers": []},
+    }
+    assert tracking.exposure_of(pod, None, around) == tracking.Exposure(True, False, None)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"labels": {"app": "web"}},  # the object's own labels are not selected
+        "spec": {"template": {"metadata": {"labels": {"app": "api"}}, "spec": {}}},
+    }
+    # Half a selector is no match; no account means "default".
+    assert tracking.exposure_of(deployment, None, around) == tracking.Exposure(False, True, None)
+    deployment["spec"]["template"]["metadata"]["labels"]["tier"] = "front"
+    assert tracking.exposure_of(deployment, None, around).externally_exposed
+    # Without surroundings (scan), or for an object without pods, none of this applies.
+    assert tracking.exposure_of(pod, None) == tracking.Exposure()
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"labels": {"app": "web"}}}
+    assert tracking.exposure_of(service, None, around) == tracking.Exposure()
