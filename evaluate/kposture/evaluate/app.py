@@ -388,12 +388,12 @@ class EvaluateApp:
     def _refill(self, state: processing.ObjectState, *, partition: int) -> None:
         # A stored object whose inventory entry is missing (the table is new since an upgrade,
         # or the policy now needs a view nobody kept): add it, as its event would have.
-        if not self._kept_views or inventory.view_of(state.ref) is None:
+        if not self._kept_views:
             return
         update = inventory.refill_of(
             state.cluster,
             state.ref,
-            state.load_object(),
+            state.load_object,
             table=self._inventory_table.data,
             views=self._kept_views,
         )

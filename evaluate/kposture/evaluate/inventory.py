@@ -481,7 +481,7 @@ def update_of(
 def refill_of(
     cluster: str,
     ref: common.ObjectRef,
-    obj: Mapping[str, Any],
+    load: Callable[[], Mapping[str, Any]],
     *,
     table: Indexed,
     views: frozenset[str] = MAINTAINED,
@@ -489,7 +489,8 @@ def refill_of(
     """The update that adds a stored object's missing entry (``None`` if it is there).
 
     A sweep uses it to fill a view from the objects table: after an upgrade, or when a new
-    policy needs a view nobody kept before.
+    policy needs a view nobody kept before. ``load`` gives the object; it is called only
+    when the entry is missing.
     """
     view = view_of(ref)
     if view is None or view.name not in views:
@@ -497,7 +498,7 @@ def refill_of(
     namespace = ref.namespace if view.namespaced else ""
     if entry_key(cluster, namespace, view.name, ref.uid) in table:
         return None
-    return _update(cluster, ref, obj, table=table, views=views)
+    return _update(cluster, ref, load(), table=table, views=views)
 
 
 def _update(

@@ -776,3 +776,25 @@ def test_pod_keys_name_a_namespaces_pods_and_templates_or_those_of_some_accounts
         table, "c1", "shop", accounts=frozenset({"default"}), parsed=parsed
     )
     assert default == {b"c1/p2"}
+
+
+def test_a_refill_adds_a_missing_entry_and_loads_nothing_when_it_is_there() -> None:
+    """Sweeps refill views from stored objects; an entry already there costs no decode."""
+    table = inventory.Indexed()
+    event = event_of(pod("a", "app"))
+    loads: list[int] = []
+
+    def load() -> dict[str, Any]:
+        loads.append(1)
+        return event.object
+
+    update = inventory.refill_of("c1", event.ref, load, table=table)
+    assert update is not None
+    assert update.targets == {("ServiceAccount", "shop", "app")}
+    apply(table, update)
+    assert inventory.refill_of("c1", event.ref, load, table=table) is None
+    assert loads == [1]
+    # A kind no kept view lists is never loaded either.
+    config = event_of({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
+    assert inventory.refill_of("c1", config.ref, load, table=table) is None
+    assert loads == [1]
