@@ -129,6 +129,7 @@ class _Counts:
         return 100.0 if total == 0 else round(100.0 * self.pass_weight / total, 2)
 
     def raw(self) -> tuple[object, ...]:
+        # The counts and the weights: what adds up across partitions.
         return (
             self.passing,
             self.failing,
@@ -139,13 +140,7 @@ class _Counts:
         )
 
     def signature(self) -> tuple[object, ...]:
-        return (
-            self.passing,
-            self.failing,
-            self.waived,
-            tuple(sorted(self.by_severity.items())),
-            self.score(),
-        )
+        return (*self.raw()[:4], self.score())  # what a snapshot shows
 
 
 Share = tuple[int, _Scope, _Counts | None]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from evaluate_harness import Bus, running
+from test_evaluate_app import baseline as privileged_baseline
 
 from kposture.evaluate import inventory
 from kposture.schemas import findings, resources, topics
@@ -195,24 +196,6 @@ async def test_a_policy_that_needs_new_views_fills_them_from_the_stored_objects(
     assert [t for t in transitions(records) if t[0] == "uid-app"] == [("uid-app", "opened")]
 
 
-PRIVILEGED = """\
-apiVersion: kposture.io/v1
-kind: Baseline
-name: itest-pods
-version: v1.0
-checks:
-  - id: privileged
-    title: Containers must not be privileged
-    severity: medium
-    controls: ["itest:privileged"]
-    target: podSpec
-    message: privileged container
-    validation: >-
-      object.spec.containers.all(c, !has(c.securityContext)
-      || !has(c.securityContext.privileged) || c.securityContext.privileged == false)
-"""
-
-
 def priorities(records: list[tuple[str, Any]], uid: str) -> list[tuple[str, int]]:
     """(transition, priority) of one object's finding records, in arrival order."""
     return [
@@ -227,7 +210,7 @@ async def test_a_service_that_exposes_a_pod_and_rbac_that_empowers_it_raise_its_
 ) -> None:
     """A LoadBalancer Service selecting the pod, then a binding that lets its account read
     secrets: each raises the open finding's priority (updated); their removal lowers it."""
-    await bus.baseline(PRIVILEGED, name="itest-pods", version="v1.0")
+    await bus.baseline(privileged_baseline(), name="itest", version="v1.0")
     out = await reader(topics.Topic.FINDINGS)
     web = shop(
         "Pod",

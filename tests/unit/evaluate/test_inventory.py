@@ -351,6 +351,17 @@ def cluster_role(name: str, resources_: list[str]) -> dict[str, Any]:
     }
 
 
+def cluster_role_binding(name: str, role: str, *, account: tuple[str, str]) -> dict[str, Any]:
+    """A ClusterRoleBinding of ClusterRole ``role`` to one ``(name, namespace)`` account."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": account[0], "namespace": account[1]}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+    }
+
+
 def role_binding(name: str, role: str, accounts: list[tuple[str, str | None]]) -> dict[str, Any]:
     """A RoleBinding in ``shop`` of Role ``role`` to ``(name, namespace)`` service accounts."""
     subjects = [
@@ -484,13 +495,7 @@ def test_rbac_changes_concern_the_accounts_they_may_grant_to() -> None:
     everyone = apply(table, inventory.update_of(event_of(cluster_role("all", ["*"])), table=table))
     assert everyone is not None
     assert everyone.targets == {("ClusterRole", "", "all")}
-    wide = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "wide"},
-        "subjects": [{"kind": "ServiceAccount", "name": "bot", "namespace": "ops"}],
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "all"},
-    }
+    wide = cluster_role_binding("wide", "all", account=("bot", "ops"))
     local = role_binding("local", "all", [("app", None)])
     local["roleRef"]["kind"] = "ClusterRole"
     for obj in (wide, local):
@@ -732,13 +737,7 @@ def test_surroundings_come_from_exposing_services_ingresses_and_secret_reading_r
         selectors=((("app", "api"),), (("app", "web"),)), privileged=frozenset({"app"})
     )
     # A cluster-wide binding of a ClusterRole that reads everything makes "ci" privileged.
-    crb = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "ci-reads"},
-        "subjects": [{"kind": "ServiceAccount", "name": "ci", "namespace": "shop"}],
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "all"},
-    }
+    crb = cluster_role_binding("ci-reads", "all", account=("ci", "shop"))
     role_update = apply(
         table, inventory.update_of(event_of(cluster_role("all", ["*"])), table=table)
     )

@@ -114,6 +114,41 @@ def as_dict(snapshots: list[posture_schema.PostureSnapshot]) -> dict[str, tuple[
     }
 
 
+Objects = dict[tuple[int, int], posture.Contribution]
+
+
+def edit(
+    rng: random.Random,
+    tally: posture.Tally,
+    objects: Objects,
+    key: tuple[int, int],
+    draw: float,
+    *,
+    put_below: float,
+    delete_below: float,
+) -> bool:
+    """By ``draw``: give object ``key`` (partition, uid) a random contribution, or delete it;
+    ``False`` when the draw is for neither (or there is nothing to delete)."""
+    partition, old = key[0], objects.get(key)
+    if draw < put_below:
+        new = contribution(rng)
+        objects[key] = new
+        tally.replace(partition, old, new)
+        return True
+    if draw < delete_below and old is not None:
+        del objects[key]
+        tally.replace(partition, old, None)
+        return True
+    return False
+
+
+def rebuild(tally: posture.Tally, objects: Objects, partition: int) -> None:
+    """Rebuild one partition's counts from the objects, as a sweep does from the table."""
+    tally.drop(partition)
+    for ident in [i for i in objects if i[0] == partition]:
+        tally.add(partition, objects[ident])
+
+
 def test_incremental_snapshots_equal_a_rebuild_through_adds_removes_drops_and_policy_swaps() -> (
     None
 ):
@@ -126,18 +161,10 @@ def test_incremental_snapshots_equal_a_rebuild_through_adds_removes_drops_and_po
     for step in range(600):
         partition, uid = rng.randrange(3), rng.randrange(20)
         draw = rng.random()
-        old = objects.get((partition, uid))
-        if draw < 0.6:
-            new = contribution(rng)
-            objects[(partition, uid)] = new
-            tally.replace(partition, old, new)
-        elif draw < 0.9 and old is not None:
-            del objects[(partition, uid)]
-            tally.replace(partition, old, None)
+        if edit(rng, tally, objects, (partition, uid), draw, put_below=0.6, delete_below=0.9):
+            pass
         elif draw < 0.95:
-            tally.drop(partition)
-            for ident in [i for i in objects if i[0] == partition]:
-                tally.add(partition, objects[ident])
+            rebuild(tally, objects, partition)
         else:
             meta = meta_of(step)
             tally.use(meta)
@@ -193,23 +220,14 @@ def test_workers_sharing_the_partitions_publish_the_posture_of_all_of_them() -> 
         partition, uid = rng.randrange(3), rng.randrange(15)
         tally = workers[owner[partition]]
         draw = rng.random()
-        old = objects.get((partition, uid))
-        if draw < 0.6:
-            new = contribution(rng)
-            objects[(partition, uid)] = new
-            tally.replace(partition, old, new)
-        elif draw < 0.85 and old is not None:
-            del objects[(partition, uid)]
-            tally.replace(partition, old, None)
+        if edit(rng, tally, objects, (partition, uid), draw, put_below=0.6, delete_below=0.85):
+            pass
         elif draw < 0.95:
             # The partition moves: the old owner forgets it silently, the new one rebuilds it
             # from the table and overwrites the old owner's shares.
             tally.forget(partition)
             owner[partition] = 1 - owner[partition]
-            successor = workers[owner[partition]]
-            successor.drop(partition)
-            for ident in [i for i in objects if i[0] == partition]:
-                successor.add(partition, objects[ident])
+            rebuild(workers[owner[partition]], objects, partition)
         else:
             meta = meta_of(step)
             for each in workers:
