@@ -189,6 +189,10 @@ class RestApi:
         real = metadata_only(path)
         body = await self._get_json(path, query, accept=PARTIAL_LIST if real else JSON)
         items = body.get("items")
+        if items is None and _is_list(body):
+            # An empty list may come without items: the apiserver encodes an empty
+            # PartialObjectMetadataList as "items": null (a cluster with no Secret at all).
+            items = body["items"] = []
         if not isinstance(items, list):
             raise ProtocolError(f"{self._name}: list of {path} has no items")
         if real:
@@ -314,3 +318,11 @@ class RestApi:
 async def connect(cluster: settings_mod.ClusterSettings) -> RestApi:
     """Open the API of one configured cluster (:class:`kube.ClusterConfigError` if it cannot)."""
     return RestApi(await kube.api_client(cluster), name=cluster.name)
+
+
+def _is_list(body: dict[str, Any]) -> bool:
+    """Whether ``body`` is a list object (``kind`` ``...List`` with list metadata)."""
+    kind = body.get("kind")
+    return (
+        isinstance(kind, str) and kind.endswith("List") and isinstance(body.get("metadata"), dict)
+    )

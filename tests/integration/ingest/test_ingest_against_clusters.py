@@ -312,3 +312,19 @@ async def test_the_adapter_receives_secrets_and_configmaps_without_values(
             assert all(base64.b64encode(canary.encode()) not in body for body in raw)
     finally:
         await rest.close()
+
+
+async def test_an_empty_metadata_only_list_is_an_empty_page(
+    env: environment.Environment, namespace: str
+) -> None:
+    """The apiserver answers a metadata-only list with no item with ``"items": null``: an
+    empty page, not a protocol error (a cluster without any Secret used to retry forever)."""
+    rest = await kubeapi.connect(make_settings(env).clusters[0])
+    try:
+        page = await rest.list_page(
+            f"/api/v1/namespaces/{namespace}/secrets", limit=10, continue_token=""
+        )
+    finally:
+        await rest.close()
+    assert page["items"] == []
+    assert page["metadata"]["resourceVersion"]

@@ -105,6 +105,28 @@ async def test_a_secret_list_asks_for_metadata_and_gets_its_kind_back() -> None:
     assert page["items"][0]["metadata"]["name"] == "a"
 
 
+@pytest.mark.parametrize("items", [None, "absent"])
+async def test_an_empty_metadata_list_without_items_is_an_empty_page(items: object) -> None:
+    """A cluster with no Secret answers "items": null; that is no protocol error."""
+    body: dict[str, object] = {
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadataList",
+        "metadata": {"resourceVersion": "9"},
+    }
+    if items != "absent":
+        body["items"] = items
+    fake = FakeClient(FakeResponse(orjson.dumps(body)))
+    page = await _api(fake).list_page("/api/v1/secrets", limit=10, continue_token="")
+    assert page["items"] == []
+    assert page["metadata"]["resourceVersion"] == "9"
+
+
+async def test_a_body_that_is_no_list_is_a_protocol_error() -> None:
+    fake = FakeClient(FakeResponse(orjson.dumps({"kind": "Status", "items": None})))
+    with pytest.raises(kubeapi.ProtocolError, match="has no items"):
+        await _api(fake).list_page("/api/v1/secrets", limit=10, continue_token="")
+
+
 async def test_other_lists_ask_for_full_json_and_are_left_alone() -> None:
     pod = {"metadata": {"name": "p"}, "spec": {"containers": []}}
     body = {"kind": "PodList", "metadata": {"resourceVersion": "3"}, "items": [pod]}
