@@ -56,7 +56,7 @@ from kposture.evaluate import (
 )
 from kposture.runtime import health, kafka, tracing
 from kposture.runtime import settings as settings_mod
-from kposture.schemas import codec, common, topics
+from kposture.schemas import codec, common, resources, topics
 
 log = logging.getLogger(__name__)
 _tracer = tracing.tracer(__name__)
@@ -70,7 +70,9 @@ INVENTORIES_CACHED = 4096
 SWEEP_YIELD_EVERY = 200
 """Objects re-evaluated by a sweep between two yields to the event loop."""
 SWEEP_KEY = b"sweep"
-"""The key of a whole-partition sweep record; any other key names one object to re-evaluate."""
+"""The key of a whole-partition sweep record; any other key is a re-evaluation request's."""
+REQUEST_KEY = b"re-evaluate"
+"""The key of a request to re-evaluate some objects of one partition after an inventory change."""
 
 
 class EvaluateApp:
@@ -102,10 +104,10 @@ class EvaluateApp:
         # The views the policy in force needs kept, and the last inventories assembled from
         # them, with the entry versions they were built at.
         self._kept_views: frozenset[str] = frozenset()
-        self._inventories: dict[tuple[Any, ...], tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._inventories: dict[tuple[Any, ...], tuple[tuple[int, ...], dict[str, Any]]] = {}
         # Each namespace's surroundings (for priority), with the entry versions they were
         # built at.
-        self._surroundings: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
+        self._surroundings: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {}
         # Every partition's posture share, which the owner of partition 0 adds up and publishes.
         self._shares: _Direct = _Direct.none()
         self._board = posture.Board()
@@ -263,8 +265,8 @@ class EvaluateApp:
                 message = event.message
                 if message.key == SWEEP_KEY:
                     await self._sweep(message.partition)
-                else:  # keyed by one object: re-evaluate it after an inventory change
-                    self._reevaluate(message.key, message.value)
+                else:  # some objects to re-evaluate after an inventory change
+                    await self._reevaluate(message.value)
 
         # Registered by call, not as decorators: faust's decorators are untyped.
         app.agent(resources, name="evaluate-resources")(evaluate_resources)
@@ -335,7 +337,15 @@ class EvaluateApp:
                 ns_key = processing.namespace_key(resource.cluster, resource.ref.name).encode()
                 value = None if step.state is None else orjson.dumps(resource.object)
                 self._write(self._namespaces, ns_key, value, partition=message.partition)
-            if self._kept_views:
+            # An object whose content ingest saw unchanged (a resync, a status update) has the
+            # entry it had: only a real change, or a delete, can move the inventory.
+            unchanged = (
+                previous is not None
+                and bool(resource.digest)
+                and previous.source_digest == resource.digest
+                and resource.change is not resources.Change.DELETED
+            )
+            if self._kept_views and not unchanged:
                 update = inventory.update_of(
                     resource, table=self._inventory_table.data, views=self._kept_views
                 )
@@ -436,10 +446,7 @@ class EvaluateApp:
         # An overlay is a one-off view (a change the table may not show yet): never kept.
         kept = overlay is None and isinstance(table, inventory.Indexed)
         if kept:
-            versions = (
-                table.version if scope is None else table.version_of(cluster, scope),
-                table.version_of(cluster, ""),
-            )
+            versions = table.versions_of(cluster, scope, sorted(views))
             cached = self._inventories.get((cluster, scope, views))
             if cached is not None and cached[0] == versions:
                 return cached[1]  # the same object as last time: the processor knows its digest
@@ -474,30 +481,41 @@ class EvaluateApp:
         before = {ns: self._surroundings_of(update.cluster, ns) for ns in scopes}
         self._write(self._inventory_table, update.key, update.value, partition=partition)
         targets = self._keys_of_targets(update.cluster, update.targets) if update.targets else set()
+        exposed: set[bytes] = set()
         for ns, old in before.items():
             new = self._surroundings_of(update.cluster, ns)
             if new == old or old is None or new is None:
                 continue
             # Only the accounts whose privilege changed, unless the exposing Services did.
             accounts = None if new.selectors != old.selectors else new.privileged ^ old.privileged
-            targets |= inventory.pod_keys(
+            exposed |= inventory.pod_keys(
                 table, update.cluster, ns, accounts=accounts, parsed=self._parsed_entries
             )
-        if not targets:
+        self._request(update, targets, priority_only=False)
+        self._request(update, exposed - targets, priority_only=True)
+
+    def _request(self, update: inventory.Update, keys: set[bytes], *, priority_only: bool) -> None:
+        if not keys:
             return
         assert self._publisher is not None  # set before faust starts
-        request = inventory.encode_update(update, origin=self._origin)
-        for target in sorted(targets):
-            # Through the publisher, so the request is acknowledged before the offset of the
-            # record that caused it is committed: a crash cannot lose it.
+        by_partition: dict[int, list[bytes]] = {}
+        resources_topic = self._names[topics.Topic.RESOURCES]
+        for key in keys:
+            by_partition.setdefault(self._publisher.partition_for(resources_topic, key), []).append(
+                key
+            )
+        for target_partition, listed in sorted(by_partition.items()):
+            # One request per partition, to the partition that owns the objects. Through the
+            # publisher, so it is acknowledged before the offset of the record that caused
+            # it is committed: a crash cannot lose it.
             self._publisher.put(
                 self._sweep_topic.get_topic_name(),
-                key=target,
-                value=request,
-                headers=[],
-                partition=self._publisher.partition_for(
-                    self._names[topics.Topic.RESOURCES], target
+                key=REQUEST_KEY,
+                value=inventory.encode_request(
+                    update, origin=self._origin, objects=listed, priority_only=priority_only
                 ),
+                headers=[],
+                partition=target_partition,
             )
 
     def _keys_of_targets(self, cluster: str, targets: Iterable[inventory.Target]) -> set[bytes]:
@@ -531,7 +549,7 @@ class EvaluateApp:
         table = self._inventory_table.data
         if not isinstance(table, inventory.Indexed):
             return None
-        versions = (table.version_of(cluster, namespace), table.version_of(cluster, ""))
+        versions = table.versions_of(cluster, namespace, inventory.SURROUNDING_VIEWS)
         cached = self._surroundings.get((cluster, namespace))
         if cached is not None and cached[0] == versions:
             return cached[1]
@@ -547,32 +565,41 @@ class EvaluateApp:
             loaded = self._parsed_entries[raw] = orjson.loads(raw)
         return loaded
 
-    def _reevaluate(self, key: bytes, value: bytes | None) -> None:
-        # One object, after an inventory change. A request from another worker carries its
+    async def _reevaluate(self, value: bytes | None) -> None:
+        # Some objects, after an inventory change. A request from another worker carries its
         # change because this worker's copy of the global table may not show it yet (the
         # changelog can lag). This worker's own table has it, or something newer: a request is
         # read after every record before it, so its change may have been undone since, which
         # applying it again would bring back.
         assert self.processor is not None  # set before faust starts
-        raw = self._objects.data.get(key)
-        if raw is None or value is None:
-            return  # deleted since, or never seen: nothing stored to re-evaluate
-        state = processing.decode_state(raw)
         try:
-            origin, update = inventory.decode_update(value)
-            overlay = None if origin == self._origin else update
-            step = self.processor.sweep(
-                state,
-                namespace_obj=self._namespace(state.cluster, state.ref.namespace),
-                inventory=self._inventory(state.cluster, state.ref, overlay=overlay),
-            )
-        except Exception:  # one bad request must not stop the sweep agent
-            log.exception("re-evaluation failed", extra={"key": key})
+            request = inventory.decode_request(value or b"")
+        except ValueError:
+            log.warning("not a re-evaluation request, skipped")
             return
-        if step.changed and step.state is not None:
-            self._store(key, step.state, partition=state.partition)
-        for output in step.outputs:
-            self._send(output)
+        overlay = None if request.origin == self._origin else request.update
+        for done, key in enumerate(request.objects, start=1):
+            raw = self._objects.data.get(key)
+            if raw is None:
+                continue  # deleted since, or never seen: nothing stored to re-evaluate
+            state = processing.decode_state(raw)
+            if request.priority_only and not state.open:
+                continue  # no finding whose priority could move
+            try:
+                step = self.processor.sweep(
+                    state,
+                    namespace_obj=self._namespace(state.cluster, state.ref.namespace),
+                    inventory=self._inventory(state.cluster, state.ref, overlay=overlay),
+                )
+            except Exception:  # one bad object must not stop the sweep agent
+                log.exception("re-evaluation failed", extra={"key": key})
+                continue
+            if step.changed and step.state is not None:
+                self._store(key, step.state, partition=state.partition)
+            for output in step.outputs:
+                self._send(output)
+            if done % SWEEP_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
 
     def _namespace(self, cluster: str, namespace: str) -> Mapping[str, Any] | None:
         if not namespace:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -397,6 +397,7 @@ class Indexed(watched.Watched):
         self.version = 0
         self._buckets: dict[tuple[str, str, str], dict[bytes, None]] = {}
         self._versions: dict[tuple[str, str], int] = {}
+        self._view_versions: dict[tuple[str, str, str], int] = {}
         self._uses: dict[tuple[str, str, str, bytes], int] = {}
         super().__init__(initial)
 
@@ -405,6 +406,19 @@ class Indexed(watched.Watched):
     def version_of(self, cluster: str, namespace: str) -> int:
         """How often the entries of one namespace (``""``: cluster-scoped) changed."""
         return self._versions.get((cluster, namespace), 0)
+
+    def versions_of(
+        self, cluster: str, namespace: str | None, views: Iterable[str]
+    ) -> tuple[int, ...]:
+        """Change counts of the given views as an inventory of ``namespace`` reads them (its
+        own entries for namespaced views, the cluster's for the others; every namespace's,
+        coarsely, for ``None``). Equal counts: an equal inventory."""
+        if namespace is None:
+            return (self.version,)
+        get = self._view_versions.get
+        return tuple(
+            get((cluster, namespace if BY_NAME[view].namespaced else "", view), 0) for view in views
+        )
 
     def keys_of(self, cluster: str, namespace: str, view: str) -> Iterable[bytes]:
         """The keys of one view's entries in one namespace."""
@@ -434,6 +448,7 @@ class Indexed(watched.Watched):
             return  # a value faust set to None before deleting it, or a foreign key
         cluster, namespace, view = where
         self._versions[(cluster, namespace)] = self._versions.get((cluster, namespace), 0) + 1
+        self._view_versions[where] = self._view_versions.get(where, 0) + 1
         bucket = self._buckets.setdefault(where, {})
         use = (cluster, namespace, view, value)
         count = self._uses.get(use, 0) + sign
@@ -594,30 +609,49 @@ def _entries(
     return {key: value for key, value in table.items() if _within(key, cluster, namespace, view)}
 
 
-def encode_update(update: Update, *, origin: str) -> bytes:
-    """An update as the value of a re-evaluation request sent by worker ``origin``."""
+class Request(NamedTuple):
+    """A re-evaluation request: who sent it, the change, the objects to re-evaluate, and
+    whether only their priority can have moved (their checks read nothing that changed)."""
+
+    origin: str
+    update: Update
+    objects: tuple[bytes, ...]
+    priority_only: bool = False
+
+
+def encode_request(
+    update: Update, *, origin: str, objects: Iterable[bytes], priority_only: bool = False
+) -> bytes:
+    """The value of a request from worker ``origin`` to re-evaluate ``objects`` (resources
+    keys, all on one partition) after ``update``."""
     return orjson.dumps(
         {
             "origin": origin,
+            "priority_only": priority_only,
             "cluster": update.cluster,
             "key": update.key.decode(),
             "value": None if update.value is None else update.value.decode(),
             "targets": sorted(update.targets),
+            "objects": sorted(key.decode() for key in objects),
         }
     )
 
 
-def decode_update(data: bytes) -> tuple[str, Update]:
-    """The sender and the update of a re-evaluation request (``ValueError`` if it is not one)."""
+def decode_request(data: bytes) -> Request:
+    """A request's content (``ValueError`` if it is not one)."""
     try:
         loaded = orjson.loads(data)
-        return str(loaded["origin"]), Update(
+        update = Update(
             cluster=str(loaded["cluster"]),
             key=str(loaded["key"]).encode(),
             value=None if loaded["value"] is None else str(loaded["value"]).encode(),
             targets=frozenset(
                 (str(kind), str(ns), str(name)) for kind, ns, name in loaded["targets"]
             ),
+        )
+        objects = tuple(str(key).encode() for key in loaded["objects"])
+        return Request(
+            str(loaded["origin"]), update, objects, bool(loaded.get("priority_only", False))
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a re-evaluation request: {data[:80]!r}") from exc
@@ -638,6 +672,17 @@ def _entries_of(
     table: Indexed, cluster: str, namespace: str, view: str, parsed: dict[bytes, Any]
 ) -> Iterable[Any]:
     return [_parsed(table, key, parsed) for key in table.keys_of(cluster, namespace, view)]
+
+
+SURROUNDING_VIEWS = (
+    "services",
+    "ingresses",
+    "roles",
+    "roleBindings",
+    "clusterRoles",
+    "clusterRoleBindings",
+)
+"""The views ``surroundings_of`` reads."""
 
 
 def surroundings_of(

@@ -13,7 +13,8 @@ from typing import Any
 
 
 class Watched(dict[bytes, Any]):
-    """A dict that calls ``_removed(key, old)`` and ``_added(key, new)`` on every write.
+    """A dict that calls ``_removed(key, old)`` and ``_added(key, new)`` on every change
+    (writing a key's current value again is none).
 
     Subclasses set up their own state before calling ``super().__init__``, which adds
     ``initial`` through the hooks.
@@ -32,7 +33,12 @@ class Watched(dict[bytes, Any]):
 
     def __setitem__(self, key: bytes, value: Any) -> None:
         if key in self:
-            self._removed(key, super().__getitem__(key))
+            old = super().__getitem__(key)
+            if old == value:
+                # The same value again (a worker reads its own writes back from the changelog):
+                # no change, so no reader needs to look again.
+                return
+            self._removed(key, old)
         super().__setitem__(key, value)
         self._added(key, value)
 

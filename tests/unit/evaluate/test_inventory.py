@@ -253,9 +253,12 @@ def test_a_re_evaluation_request_round_trips() -> None:
     """The update a request carries decodes to the one that was encoded."""
     update = inventory.update_of(np_event(resources.Change.ADDED), table=inventory.Indexed())
     assert update is not None
-    assert inventory.decode_update(inventory.encode_update(update, origin="w1")) == ("w1", update)
+    request = inventory.encode_request(update, origin="w1", objects=[b"c1/b", b"c1/a"])
+    assert inventory.decode_request(request) == ("w1", update, (b"c1/a", b"c1/b"), False)
+    only = inventory.encode_request(update, origin="w1", objects=[b"c1/a"], priority_only=True)
+    assert inventory.decode_request(only).priority_only
     with pytest.raises(ValueError, match="not a re-evaluation request"):
-        inventory.decode_update(b"reason")
+        inventory.decode_request(b"reason")
 
 
 def test_the_stream_keeps_the_views_of_the_built_in_checks_only() -> None:
@@ -545,6 +548,12 @@ def test_the_indexed_table_counts_every_kind_of_change() -> None:
     assert list(data.items()) == [(key, b"{}")]
     assert list(data.keys_of("c", "ns", "pods")) == [key]
     assert (data.version, data.version_of("c", "ns")) == seen
+    # Nor does writing the same value again (a worker's own write read back from the
+    # changelog): caches built on the counts stay valid.
+    data[key] = b"{}"
+    data.update({key: b"{}"})
+    assert (data.version, data.version_of("c", "ns")) == seen
+    assert data.versions_of("c", "ns", ["pods"]) == data.versions_of("c", "ns", ["pods"])
 
 
 def test_the_indexes_match_a_rebuild_after_any_sequence_of_writes() -> None:
