@@ -6,11 +6,16 @@ Each CloudEvent is decoded, the object is evaluated against the policy in force,
 (content digest, open findings, the object itself) is stored in the ``objects`` table and the
 resulting transitions are published to ``findings``. Namespace objects also go to the
 ``namespaces`` global table, which every worker reads in full, so namespaceSelector matches,
-owners and criticality can see them. The kinds that cross-object checks read (NetworkPolicies,
-RBAC objects, ServiceAccounts, Pods and workloads) go, reduced, to the ``inventory`` global
-table (``inventory``); a change there asks the objects it concerns to be re-evaluated. Records
-that cannot be decoded or evaluated go to the ``dlq`` topic with the reason, and the stream
-goes on.
+owners and criticality can see them. The kinds that cross-object checks and priority read
+(NetworkPolicies, RBAC objects, ServiceAccounts, Services, Ingresses, Pods and workloads) go,
+reduced, to the ``inventory`` global table (``inventory``); a change there sends re-evaluation
+requests (one record per partition) for the objects whose checks or priority it concerns.
+Records that cannot be decoded or evaluated go to the ``dlq`` topic with the reason, and the
+stream goes on.
+
+Posture: each worker writes its partitions' shares of every scope to the ``posture-shares``
+global table; the owner of partition 0 adds them up and publishes the snapshots
+(``_posture``), so the counts are whole however many workers share the partitions.
 
 Outputs and ``objects`` changelog records go through one ``publishing.Publisher`` (batched,
 acks=all), flushed by faust's commit before it commits offsets. The table is written to its
