@@ -292,11 +292,6 @@ MAINTAINED = frozenset(BY_NAME)
 (it would read a missing field); ``kposture scan`` builds every view from the scanned files."""
 
 
-def maintained(views: frozenset[str]) -> bool:
-    """Whether the stream processor can give an inventory holding all of ``views``."""
-    return bool(views) and views <= MAINTAINED
-
-
 def expand(
     table: Indexed, cluster: str, targets: Iterable[Target], *, parsed: dict[bytes, Any]
 ) -> set[Target]:
@@ -387,25 +382,20 @@ def encode_entry(entry: Mapping[str, Any]) -> bytes:
 class Indexed(watched.Watched):
     """The inventory table's data, indexed however it is written (see ``watched``).
 
-    The indexes: the keys per ``(cluster, namespace, view)``, a change count per
-    ``(cluster, namespace)`` (cluster-scoped entries have namespace ``""``) and overall
-    (``version``), and how many entries hold each value per view, so a writer can tell whether
-    a view's distinct entries change.
+    The indexes: the keys per ``(cluster, namespace, view)`` (cluster-scoped entries have
+    namespace ``""``), a change count for each of those and overall (``version``), so caches
+    can tell whether what they read changed, and how many entries hold each value per view, so
+    a writer can tell whether a view's distinct entries change.
     """
 
     def __init__(self, initial: Mapping[bytes, bytes] | None = None) -> None:
         self.version = 0
         self._buckets: dict[tuple[str, str, str], dict[bytes, None]] = {}
-        self._versions: dict[tuple[str, str], int] = {}
         self._view_versions: dict[tuple[str, str, str], int] = {}
         self._uses: dict[tuple[str, str, str, bytes], int] = {}
         super().__init__(initial)
 
     # -- reads -----------------------------------------------------------------------------
-
-    def version_of(self, cluster: str, namespace: str) -> int:
-        """How often the entries of one namespace (``""``: cluster-scoped) changed."""
-        return self._versions.get((cluster, namespace), 0)
 
     def versions_of(
         self, cluster: str, namespace: str | None, views: Iterable[str]
@@ -426,7 +416,7 @@ class Indexed(watched.Watched):
 
     def namespaces_of(self, cluster: str) -> list[str]:
         """The namespaces that hold entries of ``cluster`` (``""`` for cluster-scoped ones)."""
-        return [ns for (c, ns), _ in self._versions.items() if c == cluster]
+        return list({ns: None for c, ns, _ in self._view_versions if c == cluster})
 
     def uses(self, key: bytes, value: bytes) -> int:
         """How many entries of ``key``'s view and namespace hold ``value``."""
@@ -447,7 +437,6 @@ class Indexed(watched.Watched):
         if where is None:
             return  # a value faust set to None before deleting it, or a foreign key
         cluster, namespace, view = where
-        self._versions[(cluster, namespace)] = self._versions.get((cluster, namespace), 0) + 1
         self._view_versions[where] = self._view_versions.get(where, 0) + 1
         bucket = self._buckets.setdefault(where, {})
         use = (cluster, namespace, view, value)

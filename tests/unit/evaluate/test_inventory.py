@@ -263,10 +263,8 @@ def test_a_re_evaluation_request_round_trips() -> None:
 
 def test_the_stream_keeps_the_views_of_the_built_in_checks_only() -> None:
     """An inventory is assembled only when every view the kind needs is kept."""
-    assert inventory.maintained(frozenset({inventory.NETWORK_POLICIES}))
-    assert inventory.maintained(frozenset({"roleBindings", "pods", "cronJobs", "clusterRoles"}))
-    assert not inventory.maintained(frozenset())
-    assert not inventory.maintained(frozenset({inventory.NETWORK_POLICIES, "configMaps"}))
+    assert {inventory.NETWORK_POLICIES, "roleBindings", "pods", "cronJobs"} <= inventory.MAINTAINED
+    assert "configMaps" not in inventory.MAINTAINED
     # Priority's views are always kept; views whose changes concern service accounts bring
     # the accounts along (to find uids).
     exposure = inventory.EXPOSURE_VIEWS
@@ -522,7 +520,7 @@ def test_the_indexed_table_counts_every_kind_of_change() -> None:
     """The app reuses an assembled inventory until a count moves: no write may slip by."""
     key = inventory.entry_key("c", "ns", "pods", "1")
     data = inventory.Indexed({key: b"{}"})
-    seen = (data.version, data.version_of("c", "ns"))
+    seen = (data.version, data.versions_of("c", "ns", ["pods"]))
     other = [inventory.entry_key("c", "ns", "pods", str(n)) for n in range(2, 6)]
     changes: list[Callable[[], object]] = [
         lambda: data.__setitem__(other[0], b"{}"),
@@ -536,23 +534,23 @@ def test_the_indexed_table_counts_every_kind_of_change() -> None:
     ]
     for change in changes:
         change()
-        now = (data.version, data.version_of("c", "ns"))
+        now = (data.version, data.versions_of("c", "ns", ["pods"]))
         assert now[0] > seen[0]
         assert now[1] > seen[1]
         seen = now
     assert data == {}
     # Reads do not count.
     data[key] = b"{}"
-    seen = (data.version, data.version_of("c", "ns"))
+    seen = (data.version, data.versions_of("c", "ns", ["pods"]))
     assert data.get(key) == b"{}"
     assert list(data.items()) == [(key, b"{}")]
     assert list(data.keys_of("c", "ns", "pods")) == [key]
-    assert (data.version, data.version_of("c", "ns")) == seen
+    assert (data.version, data.versions_of("c", "ns", ["pods"])) == seen
     # Nor does writing the same value again (a worker's own write read back from the
     # changelog): caches built on the counts stay valid.
     data[key] = b"{}"
     data.update({key: b"{}"})
-    assert (data.version, data.version_of("c", "ns")) == seen
+    assert (data.version, data.versions_of("c", "ns", ["pods"])) == seen
     assert data.versions_of("c", "ns", ["pods"]) == data.versions_of("c", "ns", ["pods"])
 
 
@@ -607,18 +605,18 @@ def test_faust_memory_store_changelog_batches_keep_the_indexes() -> None:
     store = Store.__new__(Store)
     store.data = inventory.Indexed()
     store._key_partition = {}
-    seen = store.data.version_of("c", "ns")
+    seen = store.data.versions_of("c", "ns", ["pods"])
     identity = lambda value: value  # noqa: E731
     store.apply_changelog_batch([_Event(key, b"{}")], to_key=identity, to_value=identity)  # type: ignore[list-item]
     assert store.data == {key: b"{}"}
     assert list(store.data.keys_of("c", "ns", "pods")) == [key]
-    assert store.data.version_of("c", "ns") > seen
-    seen = store.data.version_of("c", "ns")
+    assert store.data.versions_of("c", "ns", ["pods"]) > seen
+    seen = store.data.versions_of("c", "ns", ["pods"])
     store.apply_changelog_batch([_Event(key, None)], to_key=identity, to_value=identity)  # type: ignore[list-item]
     assert store.data == {}
     assert list(store.data.keys_of("c", "ns", "pods")) == []
     assert store.data.uses(key, b"{}") == 0
-    assert store.data.version_of("c", "ns") > seen
+    assert store.data.versions_of("c", "ns", ["pods"]) > seen
 
 
 BUILTIN = pathlib.Path(inventory.__file__).parent / "builtin"
@@ -674,7 +672,7 @@ def test_the_stream_inventory_gives_every_fixture_the_verdict_of_the_full_one(
     target = event_of(case.object)
     needs = evaluator.needs(case.object["apiVersion"], case.object["kind"])
     assert needs
-    assert inventory.maintained(needs)
+    assert needs <= inventory.MAINTAINED
     streamed = inventory.assemble(
         table, cluster="c1", namespace=inventory.scope_of(target.ref), views=sorted(needs)
     )
