@@ -58,6 +58,7 @@ from kposture.evaluate import (
     processing,
     publishing,
     storing,
+    tracking,
 )
 from kposture.runtime import health, kafka, tracing
 from kposture.runtime import settings as settings_mod
@@ -104,7 +105,8 @@ class EvaluateApp:
         self._objects: _Direct = _Direct.none()
         self._namespaces: _Direct = _Direct.none()
         self._parsed_namespaces: dict[bytes, tuple[bytes, Mapping[str, Any]]] = {}
-        self._inventory_table: _Direct = _Direct.none()  # every cluster's inventory entries
+        # Every cluster's inventory entries; ``_entries`` is its indexed data.
+        self._inventory_table: _Direct = _Direct.none(inventory.Indexed)
         self._parsed_entries: dict[bytes, Any] = {}
         # The views the policy in force needs kept, and the last inventories assembled from
         # them, with the entry versions they were built at.
@@ -112,9 +114,11 @@ class EvaluateApp:
         self._inventories: dict[tuple[Any, ...], tuple[tuple[int, ...], dict[str, Any]]] = {}
         # Each namespace's surroundings (for priority), with the entry versions they were
         # built at.
-        self._surroundings: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {}
+        self._surroundings: dict[
+            tuple[str, str], tuple[tuple[int, ...], tracking.Surroundings]
+        ] = {}
         # Every partition's posture share, which the owner of partition 0 adds up and publishes.
-        self._shares: _Direct = _Direct.none()
+        self._shares: _Direct = _Direct.none(posture.Shares)
         self._board = posture.Board()
         self._reconcile: set[int] = set()  # partitions rebuilt since the last posture tick
         self._sweep_topic: Any = None
@@ -351,9 +355,7 @@ class EvaluateApp:
                 and resource.change is not resources.Change.DELETED
             )
             if self._kept_views and not unchanged:
-                update = inventory.update_of(
-                    resource, table=self._inventory_table.data, views=self._kept_views
-                )
+                update = inventory.update_of(resource, table=self._entries, views=self._kept_views)
                 if update is not None:
                     self._on_inventory(update, partition=message.partition)
             for output in step.outputs:
@@ -387,10 +389,7 @@ class EvaluateApp:
             except Exception:  # one bad object must not stop the sweep
                 log.exception("re-evaluation failed", extra={"key": key})
                 continue
-            if step.changed and step.state is not None:
-                self._store(key, step.state, partition=partition)
-            for output in step.outputs:
-                self._send(output)
+            self._apply(key, step, partition=partition)
             swept += 1
             if swept % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -399,6 +398,13 @@ class EvaluateApp:
         self.processor.retally(map(processing.decode_state, mine), partition=partition)
         self._reconcile.add(partition)
         self.readiness.report(f"partition-{partition}", ok=True, detail="swept", critical=False)
+
+    def _apply(self, key: bytes, step: processing.Step, *, partition: int) -> None:
+        # A re-evaluation's result: the state it changed (never a deletion) and its outputs.
+        if step.changed and step.state is not None:
+            self._store(key, step.state, partition=partition)
+        for output in step.outputs:
+            self._send(output)
 
     def _refill(self, state: processing.ObjectState, *, partition: int) -> None:
         # A stored object whose inventory entry is missing (the table is new since an upgrade,
@@ -409,7 +415,7 @@ class EvaluateApp:
             state.cluster,
             state.ref,
             state.load_object,
-            table=self._inventory_table.data,
+            table=self._entries,
             views=self._kept_views,
         )
         if update is not None:
@@ -446,10 +452,10 @@ class EvaluateApp:
         views = self.processor.needs_inventory(ref)
         if not views or not views <= self._kept_views:
             return None  # nearly every kind: no cross-object check, nothing to assemble
-        table = self._inventory_table.data
+        table = self._entries
         scope = inventory.scope_of(ref)
         # An overlay is a one-off view (a change the table may not show yet): never kept.
-        kept = overlay is None and isinstance(table, inventory.Indexed)
+        kept = overlay is None
         if kept:
             versions = table.versions_of(cluster, scope, sorted(views))
             cached = self._inventories.get((cluster, scope, views))
@@ -474,14 +480,9 @@ class EvaluateApp:
         # object to re-evaluate it: its state, and the right to write it, live there. The
         # concerned objects are those whose cross-object checks read the entry, and the pods
         # and pod templates whose priority it moves.
-        table = self._inventory_table.data
-        indexed = isinstance(table, inventory.Indexed)
-        scopes = (
-            inventory.exposure_scopes(
-                update, stored=table.get(update.key), table=table, parsed=self._parsed_entries
-            )
-            if indexed
-            else set()
+        table = self._entries
+        scopes = inventory.exposure_scopes(
+            update, stored=table.get(update.key), table=table, parsed=self._parsed_entries
         )
         before = {ns: self._surroundings_of(update.cluster, ns) for ns in scopes}
         self._write(self._inventory_table, update.key, update.value, partition=partition)
@@ -489,7 +490,7 @@ class EvaluateApp:
         exposed: set[bytes] = set()
         for ns, old in before.items():
             new = self._surroundings_of(update.cluster, ns)
-            if new == old or old is None or new is None:
+            if new == old:
                 continue
             # Only the accounts whose privilege changed, unless the exposing Services did.
             accounts = None if new.selectors != old.selectors else new.privileged ^ old.privileged
@@ -529,31 +530,29 @@ class EvaluateApp:
         An object not seen yet is not named: its own first event will read the table.
         """
         keys: set[bytes] = set()
-        table = self._inventory_table.data
-        if isinstance(table, inventory.Indexed):
-            targets = inventory.expand(table, cluster, targets, parsed=self._parsed_entries)
-        for kind, namespace, name in targets:
+        table = self._entries
+        for kind, namespace, name in inventory.expand(
+            table, cluster, targets, parsed=self._parsed_entries
+        ):
             if kind == "Namespace":
                 metadata = (self._namespace(cluster, name) or {}).get("metadata") or {}
                 if metadata.get("uid"):
                     keys.add(f"{cluster}/{metadata['uid']}".encode())
                 continue
-            if kind != "ServiceAccount" or not isinstance(table, inventory.Indexed):
+            if kind != "ServiceAccount":
                 continue
             namespaces = table.namespaces_of(cluster) if namespace == inventory.ANY else [namespace]
             for ns in namespaces:
                 for key in table.keys_of(cluster, ns, inventory.SERVICE_ACCOUNTS):
-                    entry = self._parsed_entry(table[key])
+                    entry = inventory.parsed_entry(table[key], self._parsed_entries)
                     if name in (inventory.ANY, entry["metadata"]["name"]):
                         uid = key.decode().rsplit("/", 1)[1]
                         keys.add(f"{cluster}/{uid}".encode())
         return keys
 
-    def _surroundings_of(self, cluster: str, namespace: str) -> Any:
+    def _surroundings_of(self, cluster: str, namespace: str) -> tracking.Surroundings:
         """A namespace's ``tracking.Surroundings``, kept until its entries change."""
-        table = self._inventory_table.data
-        if not isinstance(table, inventory.Indexed):
-            return None
+        table = self._entries
         versions = table.versions_of(cluster, namespace, inventory.SURROUNDING_VIEWS)
         cached = self._surroundings.get((cluster, namespace))
         if cached is not None and cached[0] == versions:
@@ -564,11 +563,10 @@ class EvaluateApp:
         self._surroundings[(cluster, namespace)] = (versions, found)
         return found
 
-    def _parsed_entry(self, raw: bytes) -> Any:
-        loaded = self._parsed_entries.get(raw)
-        if loaded is None:
-            loaded = self._parsed_entries[raw] = orjson.loads(raw)
-        return loaded
+    @property
+    def _entries(self) -> inventory.Indexed:
+        """The inventory table's data (``_Direct.of`` made it an ``inventory.Indexed``)."""
+        return cast(inventory.Indexed, self._inventory_table.data)
 
     async def _reevaluate(self, value: bytes | None) -> None:
         # Some objects, after an inventory change. A request from another worker carries its
@@ -599,10 +597,7 @@ class EvaluateApp:
             except Exception:  # one bad object must not stop the sweep agent
                 log.exception("re-evaluation failed", extra={"key": key})
                 continue
-            if step.changed and step.state is not None:
-                self._store(key, step.state, partition=state.partition)
-            for output in step.outputs:
-                self._send(output)
+            self._apply(key, step, partition=state.partition)
             if done % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
 
@@ -677,12 +672,11 @@ class EvaluateApp:
                 if parsed is not None and parsed[0] == partition and parsed[1] not in current:
                     self._write(self._shares, key, None, partition=partition)
         self._reconcile.clear()
-        shares = self._shares.data
-        if 0 not in owned or not isinstance(shares, posture.Shares):
+        if 0 not in owned:
             return []
-        now = self.clock()
+        shares = cast(posture.Shares, self._shares.data)  # made so by ``_Direct.of``
         return processing.posture_outputs(
-            self._board.snapshots(shares, now=now, only_changed=only_changed)
+            self._board.snapshots(shares, now=self.clock(), only_changed=only_changed)
         )
 
     def _owned(self) -> set[int]:
@@ -749,9 +743,10 @@ class _Direct:
         )
 
     @classmethod
-    def none(cls) -> _Direct:
-        """Before faust is built: an empty table with no changelog."""
-        return cls({}, "")
+    def none(cls, data: Callable[[], dict[bytes, Any]] = dict) -> _Direct:
+        """Before faust is built: an empty table (of the kind ``of`` will give) with no
+        changelog."""
+        return cls(data(), "")
 
 
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:

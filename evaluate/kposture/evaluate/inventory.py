@@ -313,11 +313,7 @@ def expand(
             + [("", "clusterRoleBindings")]
         )
         for ns, view in places:
-            for key in table.keys_of(cluster, ns, view):
-                raw = table[key]
-                entry = parsed.get(raw)
-                if entry is None:
-                    entry = parsed[raw] = orjson.loads(raw)
+            for entry in entries_of(table, cluster, ns, view, parsed=parsed):
                 ref = entry.get("roleRef") or {}
                 if ref.get("kind") == kind and ref.get("name") == name:
                     out.update(_bound_accounts(ns, entry))
@@ -325,17 +321,16 @@ def expand(
 
 
 _POD_VIEWS = tuple(_POD_SPECS)
-EXPOSURE_VIEWS = frozenset(
-    {
-        "services",
-        "ingresses",
-        "roles",
-        "clusterRoles",
-        "roleBindings",
-        "clusterRoleBindings",
-        *_POD_VIEWS,
-    }
+SURROUNDING_VIEWS = (
+    "services",
+    "ingresses",
+    "roles",
+    "roleBindings",
+    "clusterRoles",
+    "clusterRoleBindings",
 )
+"""The views ``surroundings_of`` reads."""
+EXPOSURE_VIEWS = frozenset({*SURROUNDING_VIEWS, *_POD_VIEWS})
 """What priority reads (``surroundings_of``), and the pods whose priority a change moves."""
 
 
@@ -476,10 +471,11 @@ def update_of(
     A resync, or a change of fields no check reads, returns ``None``: no write and no
     re-evaluation.
     """
+    located = _locate(event.cluster, event.ref, views)
+    if located is None:
+        return None
     deleted = event.change is resources.Change.DELETED
-    return _update(
-        event.cluster, event.ref, None if deleted else event.object, table=table, views=views
-    )
+    return _update(event.cluster, located, None if deleted else event.object, table=table)
 
 
 def refill_of(
@@ -496,28 +492,31 @@ def refill_of(
     policy needs a view nobody kept before. ``load`` gives the object; it is called only
     when the entry is missing.
     """
+    located = _locate(cluster, ref, views)
+    if located is None or located[2] in table:
+        return None
+    return _update(cluster, located, load(), table=table)
+
+
+def _locate(
+    cluster: str, ref: common.ObjectRef, views: frozenset[str]
+) -> tuple[View, str, bytes] | None:
+    # The view an object feeds, the namespace of its entry and the entry's key.
     view = view_of(ref)
     if view is None or view.name not in views:
         return None
     namespace = ref.namespace if view.namespaced else ""
-    if entry_key(cluster, namespace, view.name, ref.uid) in table:
-        return None
-    return _update(cluster, ref, load(), table=table, views=views)
+    return view, namespace, entry_key(cluster, namespace, view.name, ref.uid)
 
 
 def _update(
     cluster: str,
-    ref: common.ObjectRef,
+    located: tuple[View, str, bytes],
     obj: Mapping[str, Any] | None,
     *,
     table: Indexed,
-    views: frozenset[str],
 ) -> Update | None:
-    view = view_of(ref)
-    if view is None or view.name not in views:
-        return None
-    namespace = ref.namespace if view.namespaced else ""
-    key = entry_key(cluster, namespace, view.name, ref.uid)
+    view, namespace, key = located
     stored = table.get(key)
     value = None if obj is None else encode_entry(view.reduce(obj))
     if value == stored:
@@ -569,13 +568,7 @@ def assemble(
                 items.pop(overlay.key, None)
             else:
                 items[overlay.key] = overlay.value
-        listed = []
-        for raw in sorted(set(items.values())):
-            loaded = cache.get(raw)
-            if loaded is None:
-                loaded = cache[raw] = orjson.loads(raw)
-            listed.append(loaded)
-        inventory[name] = listed
+        inventory[name] = [parsed_entry(raw, cache) for raw in sorted(set(items.values()))]
     return inventory
 
 
@@ -649,29 +642,19 @@ def decode_request(data: bytes) -> Request:
 # -- exposure --------------------------------------------------------------------------------
 
 
-def _parsed(table: Mapping[bytes, bytes], key: bytes, parsed: dict[bytes, Any]) -> Any:
-    raw = table[key]
+def parsed_entry(raw: bytes, parsed: dict[bytes, Any]) -> Any:
+    """An entry decoded, through the cache ``parsed`` (entries are shared: never modify one)."""
     entry = parsed.get(raw)
     if entry is None:
         entry = parsed[raw] = orjson.loads(raw)
     return entry
 
 
-def _entries_of(
-    table: Indexed, cluster: str, namespace: str, view: str, parsed: dict[bytes, Any]
-) -> Iterable[Any]:
-    return [_parsed(table, key, parsed) for key in table.keys_of(cluster, namespace, view)]
-
-
-SURROUNDING_VIEWS = (
-    "services",
-    "ingresses",
-    "roles",
-    "roleBindings",
-    "clusterRoles",
-    "clusterRoleBindings",
-)
-"""The views ``surroundings_of`` reads."""
+def entries_of(
+    table: Indexed, cluster: str, namespace: str, view: str, *, parsed: dict[bytes, Any]
+) -> list[Any]:
+    """The decoded entries of one view in one namespace (``""``: cluster-scoped)."""
+    return [parsed_entry(table[key], parsed) for key in table.keys_of(cluster, namespace, view)]
 
 
 def surroundings_of(
@@ -680,13 +663,13 @@ def surroundings_of(
     """What a namespace's Services, Ingresses and RBAC say about the exposure of its pods."""
     routed = {
         name
-        for ingress in _entries_of(table, cluster, namespace, "ingresses", parsed)
+        for ingress in entries_of(table, cluster, namespace, "ingresses", parsed=parsed)
         for name in ingress["spec"]["services"]
     }
     selectors = sorted(
         {
             tuple(sorted(service["spec"]["selector"].items()))
-            for service in _entries_of(table, cluster, namespace, "services", parsed)
+            for service in entries_of(table, cluster, namespace, "services", parsed=parsed)
             if service["spec"]["selector"]
             and (
                 service["spec"]["type"] in ("LoadBalancer", "NodePort")
@@ -697,14 +680,14 @@ def surroundings_of(
     readers = {
         (kind, entry["metadata"]["name"])
         for kind, where in (("Role", namespace), ("ClusterRole", ""))
-        for entry in _entries_of(
-            table, cluster, where, "roles" if kind == "Role" else "clusterRoles", parsed
+        for entry in entries_of(
+            table, cluster, where, "roles" if kind == "Role" else "clusterRoles", parsed=parsed
         )
         if entry.get("rules")
     }
     privileged: set[str] = set()
     for where, view in ((namespace, "roleBindings"), ("", "clusterRoleBindings")):
-        for binding in _entries_of(table, cluster, where, view, parsed):
+        for binding in entries_of(table, cluster, where, view, parsed=parsed):
             ref = binding.get("roleRef") or {}
             if (ref.get("kind"), ref.get("name")) in readers:
                 privileged.update(
@@ -753,7 +736,7 @@ def pod_keys(
         path = (*_POD_SPECS[view][2], "serviceAccountName")
         for key in table.keys_of(cluster, namespace, view):
             if accounts is not None:
-                account = _dig(_parsed(table, key, parsed), path)
+                account = _dig(parsed_entry(table[key], parsed), path)
                 if (account if isinstance(account, str) else "default") not in accounts:
                     continue
             keys.add(f"{cluster}/{key.decode().rsplit('/', 1)[1]}".encode())
