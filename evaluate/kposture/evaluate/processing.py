@@ -11,7 +11,6 @@ re-evaluate the inventory without re-reading the resources topic.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
@@ -44,8 +43,7 @@ def decode_state(data: bytes) -> ObjectState:
     return storing.decode(data)
 
 
-@dataclasses.dataclass(frozen=True)
-class Output:
+class Output(msgspec.Struct, frozen=True):
     """One record to publish: the logical topic, the key and the CloudEvent."""
 
     topic: topics.Topic
@@ -53,8 +51,7 @@ class Output:
     event: envelope.CloudEvent
 
 
-@dataclasses.dataclass(frozen=True)
-class Step:
+class Step(msgspec.Struct, frozen=True):
     """The result of processing: the new state (``None``: delete the key) and the records.
 
     ``changed`` is false when the stored state is still exact, so nothing needs writing.

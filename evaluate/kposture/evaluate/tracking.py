@@ -115,8 +115,7 @@ class Verdict(msgspec.Struct, frozen=True):
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class Exposure:
+class Exposure(msgspec.Struct, frozen=True):
     """What raises a finding's priority beyond its severity.
 
     ``externally_exposed``: the object is reachable from outside the cluster (a LoadBalancer or
@@ -131,8 +130,7 @@ class Exposure:
     criticality: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Context:
+class Context(msgspec.Struct, frozen=True):
     """Where the verdicts come from: the object, its namespace, the time, the exceptions."""
 
     cluster: str
@@ -145,8 +143,7 @@ class Context:
     waivers: Sequence[waivers.Waiver] = ()
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     """The open findings to keep and the transitions to publish, in check order."""
 
     open: tuple[OpenFinding, ...]

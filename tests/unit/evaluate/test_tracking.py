@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
+
+import msgspec
 
 from kposture.evaluate import baselines, tracking, waivers
 from kposture.schemas import common, findings
@@ -54,7 +55,7 @@ def context(clock: FakeClock, **changes: object) -> tracking.Context:
     base = tracking.Context(
         cluster="c1", ref=REF, labels={"app": "api"}, observed_at=clock(), now=clock()
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return msgspec.structs.replace(base, **changes)
 
 
 def states(outcome: tracking.Outcome) -> list[tuple[str, findings.Transition]]:
