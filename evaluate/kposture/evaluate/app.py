@@ -344,7 +344,7 @@ class EvaluateApp:
             is_namespace = resource.ref.kind == "Namespace" and resource.ref.api_version == "v1"
             if is_namespace and step.changed:
                 ns_key = processing.namespace_key(resource.cluster, resource.ref.name).encode()
-                value = None if step.state is None else orjson.dumps(resource.object)
+                value = None if step.state is None else codec.canonical(resource.object)
                 self._write(self._namespaces, ns_key, value, partition=message.partition)
             # An object whose content ingest saw unchanged (a resync, a status update) has the
             # entry it had: only a real change, or a delete, can move the inventory.

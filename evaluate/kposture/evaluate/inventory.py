@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from kposture.evaluate import tracking, watched, workloads
-from kposture.schemas import common, resources
+from kposture.schemas import codec, common, resources
 
 NETWORK_POLICIES = "networkPolicies"
 """The view of the cluster's NetworkPolicy objects (``inventory.networkPolicies``)."""
@@ -371,7 +371,7 @@ def _split(key: bytes) -> tuple[str, str, str] | None:
 
 def encode_entry(entry: Mapping[str, Any]) -> bytes:
     """The table value of an entry (stable: equal entries encode to equal bytes)."""
-    return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+    return codec.canonical(entry)
 
 
 class Indexed(watched.Watched):
@@ -606,7 +606,7 @@ def encode_request(
 ) -> bytes:
     """The value of a request from worker ``origin`` to re-evaluate ``objects`` (resources
     keys, all on one partition) after ``update``."""
-    return orjson.dumps(
+    return codec.canonical(
         {
             "origin": origin,
             "priority_only": priority_only,

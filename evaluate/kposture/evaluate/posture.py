@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from kposture.evaluate import tracking, watched
-from kposture.schemas import common, posture
+from kposture.schemas import codec, common, posture
 
 # Multiples of 0.25, so sums and differences of weights are exact in floating point: adding
 # and later removing an object leaves a score exactly as a rebuild would compute it.
@@ -51,14 +51,8 @@ WAIVED = "waived"
 CheckMeta = Callable[[str, str], tuple[common.Severity, tuple[str, ...]] | None]
 """Looks up ``(severity, controls)`` of ``(baseline, check)`` in the policy in force."""
 
-ROUTES_CACHED = 1_000_000
-"""Outcome keys whose scopes are remembered (about as many as the tally holds)."""
-
-KEYS_CACHED = 100_000
-"""Distinct contributions whose outcome keys are remembered between publications."""
-
 _Scope = tuple[str, posture.Scope, str]  # (cluster, scope, scope key)
-_Route = tuple[common.Severity, tuple[_Scope, ...]] | tuple[()]
+_Meta = tuple[common.Severity, tuple[str, ...]]  # a check's severity and controls
 
 
 class _Key(NamedTuple):
@@ -160,21 +154,19 @@ class Tally:
         self._parts: dict[int, collections.Counter[Contribution]] = {}
         self._pending: collections.Counter[tuple[int, Contribution]] = collections.Counter()
         self._meta: CheckMeta = meta or (lambda baseline, check: None)
-        self._routes: dict[_Key, _Route] = {}
+        # Severity and controls of the checks that passing keys name (``None``: not in the
+        # policy in force), as few as the policy's checks.
+        self._metas: dict[tuple[str, str], _Meta | None] = {}
         self._scopes: dict[tuple[int, _Scope], _Counts] = {}
         self._dirty: set[tuple[int, _Scope]] = set()
         self._emitted: dict[tuple[int, _Scope], tuple[object, ...]] = {}
-        self._scope_sets: dict[tuple[_Scope, ...], tuple[_Scope, ...]] = {}
-        # Objects alike share contributions, so their outcome keys are built once.
-        self._keys: dict[Contribution, tuple[_Key, ...]] = {}
         self._local = Shares()
         self._board = Board()
 
     def use(self, meta: CheckMeta) -> None:
         """Take the policy in force: re-aggregate every scope with its checks' metadata."""
         self._meta = meta
-        self._routes = {}
-        self._scope_sets = {}
+        self._metas = {}
         self._dirty.update(self._scopes)
         self._scopes = {}
         self._pending = collections.Counter()
@@ -259,15 +251,16 @@ class Tally:
         # and a scope that empties out is one that nothing falls in any more.
         # An object that changed replaced one contribution by another that mostly holds the
         # same outcomes: net the outcome keys first, so only the ones that moved reach scopes.
+        # Nothing derived from the keys is kept between two calls: keys number namespaces x
+        # checks x outcomes, and remembering them (or their scopes) cost more memory than the
+        # objects table. Objects alike share a contribution, so its keys are built once a call.
         net: dict[tuple[int, _Key], int] = {}
         get = net.get
-        keys_of = self._keys
+        keys_of: dict[Contribution, tuple[_Key, ...]] = {}
         for (partition, contribution), change in self._pending.items():
             if change:
                 keys = keys_of.get(contribution)
                 if keys is None:
-                    if len(keys_of) >= KEYS_CACHED:
-                        keys_of.clear()
                     keys = keys_of[contribution] = tuple(contribution.outcomes())
                 for key in keys:
                     net[(partition, key)] = get((partition, key), 0) + change
@@ -277,13 +270,11 @@ class Tally:
         for (partition, key), change in sorted(
             ((k, n) for k, n in net.items() if n), key=lambda i: i[1]
         ):
-            route = self._routes.get(key)
-            if route is None:
-                route = self._route(key)
-            if not route:
+            meta = self._meta_of(key)
+            if meta is None:
                 continue  # the check left the policy; the sweep will drop it
-            severity, scopes_of_key = route
-            for scope in scopes_of_key:
+            severity, controls = meta
+            for scope in _scopes_of(key, controls):
                 where = (partition, scope)
                 counts = scopes.get(where)
                 if counts is None:
@@ -293,33 +284,30 @@ class Tally:
                     del scopes[where]
                 dirty.add(where)
 
-    def _route(self, key: _Key) -> _Route:
-        # Which scopes a key counts in, and with which severity: the same for every change of
-        # the key under one policy, so it is worked out once.
-        severity, controls = key.severity, key.controls
-        if severity is None or controls is None:
-            found = self._meta(key.baseline, key.check)
-            if found is None:
-                self._routes[key] = ()
-                return ()
-            severity, controls = found
-        cluster = key.cluster
-        scopes = [
-            (cluster, posture.Scope.CLUSTER, cluster),
-            (cluster, posture.Scope.BASELINE, key.baseline),
-        ]
-        if key.namespace:
-            scopes.append((cluster, posture.Scope.NAMESPACE, key.namespace))
-        scopes.extend((cluster, posture.Scope.CONTROL, control) for control in controls)
-        if len(self._routes) >= ROUTES_CACHED:
-            self._routes.clear()
-            self._scope_sets.clear()
-        # Every check of a namespace with the same controls falls in the same scopes: one
-        # shared tuple for all of them, not one per key (keys number namespaces x checks).
-        shared = tuple(scopes)
-        shared = self._scope_sets.setdefault(shared, shared)
-        route = self._routes[key] = (severity, shared)
-        return route
+    def _meta_of(self, key: _Key) -> _Meta | None:
+        # A failing key carries its finding's severity and controls; a passing one takes
+        # its check's from the policy in force.
+        if key.severity is not None and key.controls is not None:
+            return key.severity, key.controls
+        check = (key.baseline, key.check)
+        try:
+            return self._metas[check]
+        except KeyError:
+            found = self._metas[check] = self._meta(key.baseline, key.check)
+            return found
+
+
+def _scopes_of(key: _Key, controls: tuple[str, ...]) -> list[_Scope]:
+    # The scopes an outcome key counts in.
+    cluster = key.cluster
+    scopes: list[_Scope] = [
+        (cluster, posture.Scope.CLUSTER, cluster),
+        (cluster, posture.Scope.BASELINE, key.baseline),
+    ]
+    if key.namespace:
+        scopes.append((cluster, posture.Scope.NAMESPACE, key.namespace))
+    scopes.extend((cluster, posture.Scope.CONTROL, control) for control in controls)
+    return scopes
 
 
 def contribution(
@@ -365,7 +353,7 @@ def _snapshot(where: _Scope, counts: _Counts, now: dt.datetime) -> posture.Postu
 def share_key(partition: int, where: _Scope) -> bytes:
     """The table key of one partition's share of a scope."""
     cluster, scope, scope_key = where
-    return orjson.dumps([cluster, str(scope), scope_key, partition])
+    return codec.canonical([cluster, str(scope), scope_key, partition])
 
 
 def parse_share_key(key: bytes) -> tuple[int, _Scope] | None:
@@ -384,7 +372,7 @@ def _scope_of(key: bytes) -> _Scope | None:
 
 def encode_counts(counts: _Counts) -> bytes:
     """The table value of a share."""
-    return orjson.dumps(
+    return codec.canonical(
         [
             counts.passing,
             counts.failing,

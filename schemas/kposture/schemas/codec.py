@@ -25,6 +25,7 @@ Model = (
 T = TypeVar("T")
 
 _ENCODER = msgspec.json.Encoder()
+_CANONICAL = msgspec.json.Encoder(order="sorted")
 
 
 class DecodeError(ValueError):
@@ -40,6 +41,16 @@ class DecodeError(ValueError):
 def encode(model: Any) -> bytes:
     """Serialise a model to compact JSON bytes."""
     return _ENCODER.encode(model)
+
+
+def canonical(value: Any) -> bytes:
+    """Compact JSON with sorted keys: equal values encode to equal bytes.
+
+    For bytes that are kept (table keys and values, cache entries). msgspec rather than
+    orjson: orjson 3.13 hands back a bytes object that keeps its 4 KiB write buffer, so every
+    kept value cost 4 KiB of memory whatever its length.
+    """
+    return _CANONICAL.encode(value)
 
 
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
