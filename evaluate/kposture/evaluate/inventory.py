@@ -531,7 +531,7 @@ def _update(
     return Update(cluster=cluster, key=key, value=value, targets=frozenset(targets))
 
 
-PARSED_CACHED = 100_000
+PARSED_CACHED = 16_384
 """Decoded entries an ``assemble`` cache holds before it starts over."""
 
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
-PARTITIONS_CACHED = 65_536
+PARTITIONS_CACHED = 16_384
 """Keys whose partition is remembered: an object's findings keep their keys across updates."""
 
 Headers = list[tuple[str, bytes]]
