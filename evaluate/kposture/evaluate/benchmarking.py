@@ -8,8 +8,12 @@ Three measurements over a synthetic fleet (``synthetic``), none of which touch K
   as the agent keeps it (a dict of encoded states, decoded and re-encoded per event), first
   for a cold start (every object ``added``), then for the update streams: only ``changed``
   events, and the default mix of changed, status-only and resync events;
-* ``memory``: the bytes the table holds per tracked object, measured with ``tracemalloc``
-  over a copy of the final table (keys, encoded values and the dict itself).
+* ``memory``: the bytes of state per tracked object, measured with ``tracemalloc`` over fresh
+  copies: the ``objects`` table (keys, encoded values and the dict itself), and under
+  ``state`` everything a worker keeps per object besides: the ``inventory`` table with its
+  indexes (every object's entry, as its ``added`` event writes it) and the posture tally.
+  Bounded caches (parsed entries, partitions, assembled inventories) are not state and are
+  left out; a worker's resident growth, which includes them, is ``kposture bench``'s.
 
 CPU is ``time.process_time`` over whole phases (``events_per_cpu_second``) and over each fifth
 of a phase (its rounds, whose median discounts a slow spell of a shared machine); the per-event
@@ -29,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kposture.evaluate import engine as engine_mod
-from kposture.evaluate import policy_store, processing, synthetic
+from kposture.evaluate import inventory, policy_store, posture, processing, synthetic
 from kposture.schemas import resources
 
 BASELINES = ("pss-restricted", "cis-1.12", "nsa-cisa-1.2")
@@ -114,7 +118,12 @@ def run(
         "evaluate_changed_only": changed.as_json(),
         "cold_load": cold.as_json(),
         "engine": engine_phase.as_json(),
-        "memory": table_memory(table, tracked=len(fleet.objects)),
+        "memory": {
+            **table_memory(table, tracked=len(fleet.objects)),
+            "state": state_memory(
+                table, synthetic.added(fleet), meta=policy.meta, tracked=len(fleet.objects)
+            ),
+        },
         "setup": {
             "objects": len(fleet.objects),
             "kinds": _kinds(fleet.objects),
@@ -200,6 +209,56 @@ def table_memory(table: Table, *, tracked: int) -> dict[str, Any]:
         "bytes_per_tracked_object": round(per_object, 1),
         "encoded_state_bytes_mean": round(encoded / len(values), 1) if values else 0.0,
         "mib_per_100k_objects": round(per_object * 100_000 / 2**20, 1),
+    }
+
+
+def state_memory(
+    table: Table,
+    added: Sequence[resources.ResourceEvent],
+    *,
+    meta: posture.CheckMeta,
+    tracked: int,
+) -> dict[str, Any]:
+    """Bytes per tracked object of all the state a worker keeps: tables, indexes and tally.
+
+    The inventory is built from every object's ``added`` event as the app writes it (every
+    view kept); the tally is rebuilt from the final table, with the checks' ``meta``.
+    """
+    values = list(table.states.items())
+    states = [processing.decode_state(v) for _, v in values]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        objects = {bytes(bytearray(k)): bytes(bytearray(v)) for k, v in values}
+        after_objects = tracemalloc.get_traced_memory()[0]
+        entries = inventory.Indexed()
+        for event in added:
+            update = inventory.update_of(event, table=entries)
+            if update is not None and update.value is not None:
+                entries[update.key] = update.value
+        gc.collect()
+        after_inventory = tracemalloc.get_traced_memory()[0]
+        tally = posture.Tally(meta)
+        for state in states:
+            tally.add(state.partition, processing.contribution_of(state))
+        tally.shares()  # aggregated into scopes, as a worker's tally is after a publication
+        gc.collect()
+        after_tally = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    parts = {
+        "objects_table": after_objects - before,
+        "inventory_table": after_inventory - after_objects,
+        "posture_tally": after_tally - after_inventory,
+    }
+    total = sum(parts.values())
+    del objects, entries, tally
+    return {
+        "bytes_per_tracked_object": {k: round(v / tracked, 1) for k, v in parts.items()},
+        "inventory_entries": sum(1 for e in added if inventory.view_of(e.ref) is not None),
+        "total_bytes": total,
+        "mib_per_100k_objects": round(total / tracked * 100_000 / 2**20, 1) if tracked else 0.0,
     }
 
 

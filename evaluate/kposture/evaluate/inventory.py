@@ -387,7 +387,9 @@ class Indexed(watched.Watched):
         self.version = 0
         self._buckets: dict[tuple[str, str, str], dict[bytes, None]] = {}
         self._view_versions: dict[tuple[str, str, str], int] = {}
-        self._uses: dict[tuple[str, str, str, bytes], int] = {}
+        # Per (cluster, namespace, view): how many entries hold each value. Nested rather than
+        # keyed by 4-tuples: one slot per value, not a tuple and three strings besides.
+        self._uses: dict[tuple[str, str, str], dict[bytes, int]] = {}
         super().__init__(initial)
 
     # -- reads -----------------------------------------------------------------------------
@@ -416,7 +418,9 @@ class Indexed(watched.Watched):
     def uses(self, key: bytes, value: bytes) -> int:
         """How many entries of ``key``'s view and namespace hold ``value``."""
         where = _split(key)
-        return 0 if where is None else self._uses.get((*where, value), 0)
+        if where is None:
+            return 0
+        return self._uses.get(where, {}).get(value, 0)
 
     # -- the indexes -----------------------------------------------------------------------
 
@@ -431,11 +435,10 @@ class Indexed(watched.Watched):
         where = _split(key) if isinstance(value, bytes) else None
         if where is None:
             return  # a value faust set to None before deleting it, or a foreign key
-        cluster, namespace, view = where
         self._view_versions[where] = self._view_versions.get(where, 0) + 1
         bucket = self._buckets.setdefault(where, {})
-        use = (cluster, namespace, view, value)
-        count = self._uses.get(use, 0) + sign
+        uses = self._uses.setdefault(where, {})
+        count = uses.get(value, 0) + sign
         if sign > 0:
             bucket[key] = None
         else:
@@ -443,9 +446,11 @@ class Indexed(watched.Watched):
             if not bucket:
                 del self._buckets[where]
         if count > 0:
-            self._uses[use] = count
+            uses[value] = count
         else:
-            self._uses.pop(use, None)
+            uses.pop(value, None)
+            if not uses:
+                del self._uses[where]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,7 +88,7 @@ class Contribution(NamedTuple):
             yield _Key(cluster, namespace, baseline, check, outcome, severity, controls)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Counts:
     passing: int = 0
     failing: int = 0
@@ -323,16 +323,34 @@ def contribution(
         namespace,
         passed if isinstance(passed, tuple) else tuple(passed),
         tuple(
-            (
-                f.baseline,
-                f.check,
-                WAIVED if f.waiver is not None else FAIL,
-                f.severity,
-                f.controls,
+            _outcome(
+                (
+                    f.baseline,
+                    f.check,
+                    WAIVED if f.waiver is not None else FAIL,
+                    f.severity,
+                    f.controls,
+                )
             )
             for f in open_findings
         ),
     )
+
+
+_Outcome = tuple[str, str, str, common.Severity, tuple[str, ...]]
+_OUTCOMES: dict[_Outcome, _Outcome] = {}
+_OUTCOMES_KEPT = 65_536
+
+
+def _outcome(item: _Outcome) -> _Outcome:
+    # One shared tuple per distinct outcome: the tally keeps a contribution per namespace
+    # and outcome pattern, and their findings' outcomes are the same few tuples.
+    found = _OUTCOMES.get(item)
+    if found is None:
+        if len(_OUTCOMES) >= _OUTCOMES_KEPT:
+            _OUTCOMES.clear()
+        found = _OUTCOMES[item] = item
+    return found
 
 
 def _snapshot(where: _Scope, counts: _Counts, now: dt.datetime) -> posture.PostureSnapshot:

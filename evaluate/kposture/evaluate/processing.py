@@ -222,6 +222,7 @@ class Processor:
                 outcome = tracking.track(before, verdicts, context)
             else:
                 outcome = tracking.Outcome(open=(), transitions=[])
+        stored = storing.encode_object(obj, ref)
         state = ObjectState(
             cluster=cluster,
             ref=ref,
@@ -229,10 +230,11 @@ class Processor:
             digest=digest,
             fingerprint=policy.fingerprint,
             observed_at=observed_at,
-            object=storing.encode_object(obj),
+            object=stored.data,
             passed=passed,
             open=outcome.open,
             source_digest=source_digest,
+            identity=stored.identity,
         )
         self._retally(previous, state)
         return Step(state, self._publish(outcome.transitions))
@@ -278,13 +280,13 @@ class Processor:
             and old.ref.namespace == new.ref.namespace
         ):
             return  # equal contributions, which ``Tally.replace`` would ignore
-        self.tally.replace(holder.partition, _contribution(old), _contribution(new))
+        self.tally.replace(holder.partition, contribution_of(old), contribution_of(new))
 
     def retally(self, states: Iterable[ObjectState], *, partition: int) -> None:
         """Rebuild one partition's posture from the table (after recovery or a sweep)."""
         self.tally.drop(partition)
         for state in states:
-            self.tally.add(partition, _contribution(state))
+            self.tally.add(partition, contribution_of(state))
 
     def posture(self, *, only_changed: bool) -> list[Output]:
         """Posture snapshots of this processor's partitions (the changed ones, or all)."""
@@ -415,7 +417,8 @@ _verdicts = _ByIdentity(tracking.Verdict.of)
 _NO_NAMESPACE_SALT = _hashed(b"{}")
 
 
-def _contribution(state: ObjectState | None) -> posture.Contribution | None:
+def contribution_of(state: ObjectState | None) -> posture.Contribution | None:
+    """What a stored state adds to the posture tally (``None`` for no state)."""
     if state is None:
         return None
     return posture.contribution(

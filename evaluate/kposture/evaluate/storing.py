@@ -49,11 +49,25 @@ class ObjectState(msgspec.Struct, kw_only=True):
     source_digest: str = ""  # ingest's digest of the object: equal means nothing changed
     passed: tuple[tuple[str, str], ...] = ()
     open: tuple[tracking.OpenFinding, ...] = ()
+    # The metadata fields left out of ``object`` because ``ref`` holds them (``StoredObject``).
+    identity: int = 0
 
     def load_object(self) -> dict[str, Any]:
-        """The stored object (without its status)."""
+        """The stored object (without its status), with the metadata ``ref`` holds."""
         loaded: dict[str, Any] = _OBJECT_DECODER.decode(self.object)
+        if self.identity:
+            metadata = loaded["metadata"]  # kept, maybe emptied, when a field was left out
+            for bit, field in enumerate(_IDENTITY_FIELDS):
+                if self.identity >> bit & 1:
+                    metadata[field] = _ref_value(self.ref, field)
         return loaded
+
+
+class StoredObject(NamedTuple):
+    """An object as a state keeps it: ``data`` and the ``identity`` bits it left out."""
+
+    data: bytes
+    identity: int
 
 
 class _Static(msgspec.Struct, frozen=True):
@@ -195,13 +209,16 @@ class _Stored(msgspec.Struct, array_like=True):
     ref: tuple[str, str, str, str, str, str]
     partition: int
     digest: str
-    fingerprint: str
+    # ``str | bytes`` (bytes: a hex digest packed by ``_pack``), which msgspec can only decode
+    # untyped: msgpack tells a str from bytes.
+    fingerprint: Any
     observed_at: common.Timestamp
     object: bytes
-    source_digest: str
+    source_digest: Any
     passed: int | None  # bitmask over the codebook; None: listed in ``passed_list``
     passed_list: tuple[tuple[str, str], ...]
     open: tuple[_Compact, ...]
+    identity: int = 0  # appended later: states written before it decode with 0
 
 
 class _Head(msgspec.Struct, array_like=True):
@@ -218,17 +235,53 @@ _HEAD_DECODER = msgspec.msgpack.Decoder(_Head)
 _OBJECT_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
 
 
-def encode_object(obj: Mapping[str, Any]) -> bytes:
-    """The stored copy of an object: msgpack, without its status.
+def encode_object(obj: Mapping[str, Any], ref: common.ObjectRef) -> StoredObject:
+    """The stored copy of an object: msgpack, without its status or what ``ref`` holds.
 
     Status is left out: ingest's digest ignores it, so a status-only change is never
-    re-evaluated and no check may depend on it. Not compressed: zlib costs ~20 us per object
-    (more than evaluating most kinds) and saves only ~300 bytes of a typical one.
+    re-evaluated and no check may depend on it. So are the metadata's name, namespace, uid
+    and resourceVersion where they equal ``ref``'s (about 100 bytes of a typical object):
+    ``identity`` says which, and ``ObjectState.load_object`` puts them back. Not compressed:
+    zlib costs ~20 us per object (more than evaluating most kinds) and saves only ~300 bytes
+    of a typical one.
     """
-    if "status" in obj:
-        obj = dict(obj)
-        del obj["status"]
-    return _ENCODER.encode(obj)
+    metadata = obj.get("metadata")
+    identity = 0
+    if type(metadata) is dict:
+        # Unrolled: this runs for every changed object.
+        get = metadata.get
+        if ref.name and get("name") == ref.name:
+            identity = 1
+        if ref.namespace and get("namespace") == ref.namespace:
+            identity |= 2
+        if ref.uid and get("uid") == ref.uid:
+            identity |= 4
+        if ref.resource_version and get("resourceVersion") == ref.resource_version:
+            identity |= 8
+    if not identity and "status" not in obj:
+        return StoredObject(_ENCODER.encode(obj), 0)
+    stored = dict(obj)  # a copy: the caller's object is left alone
+    stored.pop("status", None)
+    if identity:
+        kept = dict(stored["metadata"])
+        for bit, field in enumerate(_IDENTITY_FIELDS):
+            if identity >> bit & 1:
+                del kept[field]
+        stored["metadata"] = kept
+    return StoredObject(_ENCODER.encode(stored), identity)
+
+
+_IDENTITY_FIELDS = ("name", "namespace", "uid", "resourceVersion")  # bit n: field n
+
+
+def _ref_value(ref: common.ObjectRef, field: str) -> str:
+    if field == "name":
+        return ref.name
+    if field == "namespace":
+        return ref.namespace
+    if field == "uid":
+        return ref.uid
+    return ref.resource_version
 
 
 def encode(state: ObjectState) -> bytes:
@@ -241,13 +294,14 @@ def encode(state: ObjectState) -> bytes:
         ref=(ref.api_version, ref.kind, ref.name, ref.uid, ref.namespace, ref.resource_version),
         partition=state.partition,
         digest=state.digest,
-        fingerprint=state.fingerprint,
+        fingerprint=_fingerprint_packed(state.fingerprint),
         observed_at=state.observed_at,
         object=state.object,
-        source_digest=state.source_digest,
+        source_digest=_pack(state.source_digest),
         passed=bits,
         passed_list=state.passed if bits is None else (),
         open=_compact_all(state.open, book, ref.api_version, ref.kind) if state.open else (),
+        identity=state.identity,
     )
     return _ENCODER.encode(stored)
 
@@ -260,7 +314,8 @@ def partition_of(data: bytes) -> int:
 def decode(data: bytes) -> ObjectState:
     """A state from its table value."""
     stored = _STORED_DECODER.decode(data)
-    book = _CODEBOOKS.get(stored.fingerprint)
+    fingerprint = _fingerprint_unpacked(stored.fingerprint)
+    book = _CODEBOOKS.get(fingerprint)
     api_version, kind = stored.ref[0], stored.ref[1]
     if stored.passed is None:
         passed = stored.passed_list
@@ -271,13 +326,50 @@ def decode(data: bytes) -> ObjectState:
         ref=common.ObjectRef(*stored.ref),
         partition=stored.partition,
         digest=stored.digest,
-        fingerprint=stored.fingerprint,
+        fingerprint=fingerprint,
         observed_at=stored.observed_at,
         object=stored.object,
-        source_digest=stored.source_digest,
+        source_digest=_unpack(stored.source_digest),
         passed=passed,
         open=_expand_all(stored.open, book, api_version, kind) if stored.open else (),
+        identity=stored.identity,
     )
+
+
+def _pack(text: str) -> str | bytes:
+    # A lowercase hex digest as its bytes, half the size; anything else as it is.
+    try:
+        packed = bytes.fromhex(text)
+    except ValueError:
+        return text
+    return packed if packed.hex() == text else text
+
+
+def _unpack(value: Any) -> str:
+    return value.hex() if type(value) is bytes else str(value)
+
+
+# A process sees a few policies: their fingerprints' packed forms are remembered both ways.
+_PACKED: dict[str, str | bytes] = {}
+_UNPACKED: dict[Any, str] = {}
+
+
+def _fingerprint_packed(fingerprint: str) -> str | bytes:
+    found = _PACKED.get(fingerprint)
+    if found is None:
+        if len(_PACKED) >= _CODEBOOKS_KEPT:
+            _PACKED.clear()
+        found = _PACKED[fingerprint] = _pack(fingerprint)
+    return found
+
+
+def _fingerprint_unpacked(stored: Any) -> str:
+    found = _UNPACKED.get(stored)
+    if found is None:
+        if len(_UNPACKED) >= _CODEBOOKS_KEPT:
+            _UNPACKED.clear()
+        found = _UNPACKED[stored] = _unpack(stored)
+    return found
 
 
 def _real_path(static: _Static, api_version: str, kind: str) -> str:

@@ -13,6 +13,7 @@ import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import msgspec
 import pytest
 
 from kposture.evaluate import policy_store, processing, projection, storing, synthetic, tracking
@@ -215,7 +216,7 @@ def test_states_with_unusual_findings_survive_the_table_encoding(
         digest="d",
         fingerprint=policy.fingerprint,
         observed_at=T0,
-        object=storing.encode_object({"kind": "Deployment", "status": {"x": 1}}),
+        object=storing.encode_object({"kind": "Deployment", "status": {"x": 1}}, ref).data,
         passed=(book.idents[0], book.idents[2]),
         open=opened,
     )
@@ -228,6 +229,45 @@ def test_states_with_unusual_findings_survive_the_table_encoding(
     assert decoded.load_object() == {"kind": "Deployment"}
     assert processing.encode_state(decoded) == data
     assert processor.policy is policy
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"name": "p", "namespace": "shop", "uid": "u1", "resourceVersion": "7", "labels": {}},
+        {"name": "p", "namespace": "shop"},  # no uid nor resourceVersion: none added back
+        {"name": "other", "uid": "u2", "resourceVersion": ""},  # unlike ref: kept as is
+        {},
+    ],
+)
+def test_a_stored_object_leaves_out_what_its_ref_holds_and_loads_back_exactly(
+    metadata: dict[str, Any],
+) -> None:
+    ref = common.ObjectRef(
+        api_version="v1", kind="Pod", name="p", uid="u1", namespace="shop", resource_version="7"
+    )
+    obj = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"a": 1}}
+    stored = storing.encode_object({**obj, "status": {"phase": "Running"}}, ref)
+    identity = {"name": "p", "namespace": "shop", "uid": "u1", "resourceVersion": "7"}
+    equal = {f for f, v in identity.items() if metadata.get(f) == v}
+    kept = msgspec.msgpack.decode(stored.data)
+    assert "status" not in kept
+    # The fields equal to ref's are left out of the bytes; the others stay.
+    assert kept["metadata"] == {f: v for f, v in metadata.items() if f not in equal}
+    assert stored.identity.bit_count() == len(equal)
+    state = storing.ObjectState(
+        cluster="c1",
+        ref=ref,
+        partition=0,
+        digest="d",
+        fingerprint="f",
+        observed_at=T0,
+        object=stored.data,
+        identity=stored.identity,
+    )
+    decoded = processing.decode_state(processing.encode_state(state))
+    assert decoded.load_object() == obj
+    assert obj["metadata"] == metadata  # the caller's object is left alone
 
 
 def pod_event(*, privileged: bool, version: int, namespace: str = "shop") -> Any:
@@ -294,3 +334,45 @@ def test_open_findings_still_follow_the_namespace_criticality(
     assert not clean.state.open
     assert not clean.outputs
     assert not reads
+
+
+@pytest.mark.parametrize(
+    "digest", ["", "ab12", "AB12", "abc", "not hex", "0" * 64, "e3b0c442.98fc"]
+)
+def test_digests_survive_the_table_encoding_whatever_their_form(digest: str) -> None:
+    ref = common.ObjectRef(api_version="v1", kind="ConfigMap", name="c", uid="u", namespace="n")
+    state = storing.ObjectState(
+        cluster="c1",
+        ref=ref,
+        partition=1,
+        digest=digest,
+        fingerprint=digest,
+        observed_at=T0,
+        object=b"\x80",
+        source_digest=digest,
+    )
+    decoded = processing.decode_state(processing.encode_state(state))
+    assert (decoded.digest, decoded.fingerprint, decoded.source_digest) == (digest,) * 3
+
+
+def test_a_state_written_before_packed_digests_and_identity_bits_still_decodes() -> None:
+    # The table layout of earlier releases: digests as text, no identity field.
+    legacy = msgspec.msgpack.encode(
+        [
+            "c1",
+            ["v1", "ConfigMap", "c", "u", "n", "5"],
+            2,
+            "d1.s1",
+            "f" * 32,
+            T0,
+            msgspec.msgpack.encode({"metadata": {"name": "c", "uid": "u"}, "data": {"k": "v"}}),
+            "a" * 64,
+            None,
+            [],
+            [],
+        ]
+    )
+    state = processing.decode_state(legacy)
+    assert (state.digest, state.fingerprint, state.source_digest) == ("d1.s1", "f" * 32, "a" * 64)
+    assert state.identity == 0
+    assert state.load_object() == {"metadata": {"name": "c", "uid": "u"}, "data": {"k": "v"}}
