@@ -118,12 +118,7 @@ def run(
         "evaluate_changed_only": changed.as_json(),
         "cold_load": cold.as_json(),
         "engine": engine_phase.as_json(),
-        "memory": {
-            **table_memory(table, tracked=len(fleet.objects)),
-            "state": state_memory(
-                table, synthetic.added(fleet), meta=policy.meta, tracked=len(fleet.objects)
-            ),
-        },
+        "memory": memory(table, synthetic.added(fleet), meta=policy.meta),
         "setup": {
             "objects": len(fleet.objects),
             "kinds": _kinds(fleet.objects),
@@ -187,6 +182,16 @@ def phase(events: int, cpu_seconds: float, samples_ns: Sequence[int], *, outputs
         max_us=top,
         outputs=outputs,
     )
+
+
+def memory(
+    table: Table, added: Sequence[resources.ResourceEvent], *, meta: posture.CheckMeta
+) -> dict[str, Any]:
+    """The objects table per tracked object, and under ``state`` all of a worker's state."""
+    return {
+        **table_memory(table, tracked=len(added)),
+        "state": state_memory(table, added, meta=meta, tracked=len(added)),
+    }
 
 
 def table_memory(table: Table, *, tracked: int) -> dict[str, Any]:

@@ -29,6 +29,17 @@ def test_the_in_process_bench_measures_every_phase_over_the_events_it_was_given(
         assert phase["median_round_events_per_cpu_second"] == statistics.median(rounds)
     assert report["memory"]["tracked_objects"] == 400
     assert report["memory"]["bytes_per_tracked_object"] > 100
+    state = report["memory"]["state"]
+    parts = state["bytes_per_tracked_object"]
+    # The objects table is measured alike (on another copy) in both places; the inventory
+    # and the tally add to it.
+    assert parts["objects_table"] == pytest.approx(
+        report["memory"]["bytes_per_tracked_object"], rel=0.02
+    )
+    assert parts["inventory_table"] > 0
+    assert parts["posture_tally"] > 0
+    assert state["inventory_entries"] > 0
+    assert sum(parts.values()) * 400 == pytest.approx(state["total_bytes"], abs=400)
 
 
 def test_rounds_split_the_events_into_consecutive_parts() -> None:

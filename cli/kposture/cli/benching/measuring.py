@@ -124,19 +124,21 @@ def churn(
 
 
 def table_estimate(tracked: int, *, seed: int) -> dict[str, Any]:
-    """Evaluate's table state for as many synthetic objects, measured in this process.
+    """Evaluate's state for as many synthetic objects, measured in this process.
 
     The service's RSS growth is an upper bound (allocator slack, buffers and caches that
     warm up with the first events count too, and they dominate with a few thousand objects);
-    this is the state alone, as ``kposture bench evaluate`` measures it.
+    this is the state alone, as ``kposture bench evaluate`` measures it: the objects table,
+    and under ``state`` the inventory and posture tally besides.
     """
     policy = policy_store.PolicyStore(benchmarking.BASELINES).build()
     processor = processing.Processor(policy)
     table = benchmarking.Table()
     fleet = synthetic.fleet(max(tracked, 1), seed=seed)
-    for event in synthetic.added(fleet):
+    added = synthetic.added(fleet)
+    for event in added:
         table.step(processor, event)
-    return benchmarking.table_memory(table, tracked=len(fleet.objects))
+    return benchmarking.memory(table, added, meta=policy.meta)
 
 
 @dataclasses.dataclass(frozen=True)
