@@ -70,7 +70,8 @@ class Publisher:
         self._open: dict[tuple[str, int], Batch] = {}
         self._full: collections.deque[tuple[tuple[str, int], Batch]] = collections.deque()
         self._sent: set[asyncio.Future[Any]] = set()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a batch filled up: send now
+        self._waiting = asyncio.Event()  # something is waiting to be sent
         self._lock = asyncio.Lock()
 
     async def prepare(self, topics: Iterable[str]) -> None:
@@ -94,6 +95,7 @@ class Publisher:
         batch = self._open.get(where)
         if batch is None:
             batch = self._open[where] = self.producer.create_batch()
+            self._waiting.set()
         if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
             # Full: it leaves in order, before the batch that takes this record.
             self._full.append((where, batch))
@@ -137,8 +139,12 @@ class Publisher:
         await self.producer.flush()
 
     async def run(self) -> None:
-        """Send batches every ``linger_s`` (at once when one fills up), until cancelled."""
+        """Send batches ``linger_s`` after a record came (at once when one fills up), until
+        cancelled. An idle publisher sleeps until a record comes: no timer ticks meanwhile."""
         while True:
+            if not (self._open or self._full):
+                self._waiting.clear()
+                await self._waiting.wait()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.linger_s)
             self._wake.clear()

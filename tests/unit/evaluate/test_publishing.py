@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
 from aiokafka.partitioner import murmur2 as reference_murmur2
 
 from kposture.evaluate import publishing
@@ -112,3 +113,34 @@ async def test_the_background_sender_publishes_without_a_flush() -> None:
         await asyncio.sleep(0.005)
     task.cancel()
     assert [b.records for _, _, b in producer.sent] == [[(b"k", b"v")]]
+
+
+async def test_an_idle_sender_sleeps_until_a_record_comes_then_sends_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No timer ticks while nothing waits to be sent; a record after a quiet spell still leaves."""
+    producer = FakeProducer()
+    publisher = publishing.Publisher(producer, linger_s=0.001)
+    await publisher.prepare(["findings"])
+    waits = 0
+    real_wait_for = asyncio.wait_for
+
+    async def counting_wait_for(awaitable: Any, limit: float | None) -> Any:
+        nonlocal waits
+        waits += 1
+        return await real_wait_for(awaitable, limit)
+
+    monkeypatch.setattr(asyncio, "wait_for", counting_wait_for)
+    task = asyncio.create_task(publisher.run())
+    await asyncio.sleep(0.05)  # 50 linger periods of nothing
+    assert waits == 0
+    for round_ in range(2):
+        publisher.put("findings", key=b"k%d" % round_, value=b"v", headers=[])
+        for _ in range(100):
+            if len(producer.sent) > round_:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # quiet again
+    task.cancel()
+    assert [b.records for _, _, b in producer.sent] == [[(b"k0", b"v")], [(b"k1", b"v")]]
+    assert waits <= 4  # a linger wait per record (two), not one per period
