@@ -19,6 +19,7 @@ their fingerprint differs from the policy in force.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -349,27 +350,9 @@ def _unpack(value: Any) -> str:
     return value.hex() if type(value) is bytes else str(value)
 
 
-# A process sees a few policies: their fingerprints' packed forms are remembered both ways.
-_PACKED: dict[str, str | bytes] = {}
-_UNPACKED: dict[Any, str] = {}
-
-
-def _fingerprint_packed(fingerprint: str) -> str | bytes:
-    found = _PACKED.get(fingerprint)
-    if found is None:
-        if len(_PACKED) >= _CODEBOOKS_KEPT:
-            _PACKED.clear()
-        found = _PACKED[fingerprint] = _pack(fingerprint)
-    return found
-
-
-def _fingerprint_unpacked(stored: Any) -> str:
-    found = _UNPACKED.get(stored)
-    if found is None:
-        if len(_UNPACKED) >= _CODEBOOKS_KEPT:
-            _UNPACKED.clear()
-        found = _UNPACKED[stored] = _unpack(stored)
-    return found
+# A process sees a few policies: their fingerprints' forms are remembered both ways.
+_fingerprint_packed = functools.lru_cache(maxsize=_CODEBOOKS_KEPT)(_pack)
+_fingerprint_unpacked = functools.lru_cache(maxsize=_CODEBOOKS_KEPT)(_unpack)
 
 
 def _real_path(static: _Static, api_version: str, kind: str) -> str:
