@@ -244,6 +244,7 @@ def state_memory(
                 entries[update.key] = update.value
         gc.collect()
         after_inventory = tracemalloc.get_traced_memory()[0]
+        written = len(entries)
         tally = posture.Tally(meta)
         for state in states:
             tally.add(state.partition, processing.contribution_of(state))
@@ -261,7 +262,7 @@ def state_memory(
     del objects, entries, tally
     return {
         "bytes_per_tracked_object": {k: round(v / tracked, 1) for k, v in parts.items()},
-        "inventory_entries": sum(1 for e in added if inventory.view_of(e.ref) is not None),
+        "inventory_entries": written,
         "total_bytes": total,
         "mib_per_100k_objects": round(total / tracked * 100_000 / 2**20, 1) if tracked else 0.0,
     }

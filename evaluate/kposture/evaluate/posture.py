@@ -154,9 +154,6 @@ class Tally:
         self._parts: dict[int, collections.Counter[Contribution]] = {}
         self._pending: collections.Counter[tuple[int, Contribution]] = collections.Counter()
         self._meta: CheckMeta = meta or (lambda baseline, check: None)
-        # Severity and controls of the checks that passing keys name (``None``: not in the
-        # policy in force), as few as the policy's checks.
-        self._metas: dict[tuple[str, str], _Meta | None] = {}
         self._scopes: dict[tuple[int, _Scope], _Counts] = {}
         self._dirty: set[tuple[int, _Scope]] = set()
         self._emitted: dict[tuple[int, _Scope], tuple[object, ...]] = {}
@@ -166,7 +163,6 @@ class Tally:
     def use(self, meta: CheckMeta) -> None:
         """Take the policy in force: re-aggregate every scope with its checks' metadata."""
         self._meta = meta
-        self._metas = {}
         self._dirty.update(self._scopes)
         self._scopes = {}
         self._pending = collections.Counter()
@@ -289,12 +285,7 @@ class Tally:
         # its check's from the policy in force.
         if key.severity is not None and key.controls is not None:
             return key.severity, key.controls
-        check = (key.baseline, key.check)
-        try:
-            return self._metas[check]
-        except KeyError:
-            found = self._metas[check] = self._meta(key.baseline, key.check)
-            return found
+        return self._meta(key.baseline, key.check)
 
 
 def _scopes_of(key: _Key, controls: tuple[str, ...]) -> list[_Scope]:
