@@ -52,7 +52,8 @@ CheckMeta = Callable[[str, str], tuple[common.Severity, tuple[str, ...]] | None]
 """Looks up ``(severity, controls)`` of ``(baseline, check)`` in the policy in force."""
 
 _Scope = tuple[str, posture.Scope, str]  # (cluster, scope, scope key)
-_Meta = tuple[common.Severity, tuple[str, ...]]  # a check's severity and controls
+_Failing = tuple[str, str, str, common.Severity, tuple[str, ...]]
+_Item = tuple[str, str] | _Failing  # a passing (baseline, check), or a failing outcome
 
 
 class _Key(NamedTuple):
@@ -77,7 +78,7 @@ class Contribution(NamedTuple):
     cluster: str
     namespace: str
     passed: tuple[tuple[str, str], ...]
-    failing: tuple[tuple[str, str, str, common.Severity, tuple[str, ...]], ...]
+    failing: tuple[_Failing, ...]
 
     def outcomes(self) -> Iterator[_Key]:
         """One key per (check, outcome)."""
@@ -246,57 +247,82 @@ class Tally:
         # Removals first: every count they take away is there, so no scope goes below zero
         # and a scope that empties out is one that nothing falls in any more.
         # An object that changed replaced one contribution by another that mostly holds the
-        # same outcomes: net the outcome keys first, so only the ones that moved reach scopes.
-        # Nothing derived from the keys is kept between two calls: keys number namespaces x
+        # same items (passing checks, failing outcomes): net the items per partition, cluster
+        # and namespace first, so only the ones that moved reach scopes. Items are counted by
+        # ``Counter.update`` (a loop in C) and netted with a set operation (in C too).
+        # Nothing derived from the items is kept between two calls: they number namespaces x
         # checks x outcomes, and remembering them (or their scopes) cost more memory than the
-        # objects table. Objects alike share a contribution, so its keys are built once a call.
-        net: dict[tuple[int, _Key], int] = {}
-        get = net.get
-        keys_of: dict[Contribution, tuple[_Key, ...]] = {}
+        # objects table.
+        gained: dict[tuple[int, str, str], collections.Counter[_Item]] = {}
+        lost: dict[tuple[int, str, str], collections.Counter[_Item]] = {}
         for (partition, contribution), change in self._pending.items():
-            if change:
-                keys = keys_of.get(contribution)
-                if keys is None:
-                    keys = keys_of[contribution] = tuple(contribution.outcomes())
-                for key in keys:
-                    net[(partition, key)] = get((partition, key), 0) + change
+            if not change:
+                continue
+            group = (partition, contribution.cluster, contribution.namespace)
+            side = gained if change > 0 else lost
+            counter = side.get(group)
+            if counter is None:
+                counter = side[group] = collections.Counter()
+            if change in (1, -1):
+                counter.update(contribution.passed)
+                counter.update(contribution.failing)
+            else:  # objects alike (or a rebuilt partition): one pass, not one per object
+                for passed in contribution.passed:
+                    counter[passed] += abs(change)
+                for failing in contribution.failing:
+                    counter[failing] += abs(change)
         self._pending = collections.Counter()
+        moved: list[tuple[int, tuple[int, str, str], _Item]] = []
+        nothing: collections.Counter[_Item] = collections.Counter()
+        for group in gained.keys() | lost.keys():
+            plus, minus = gained.get(group, nothing), lost.get(group, nothing)
+            if plus and minus:
+                items: Iterable[_Item] = {item for item, _ in plus.items() ^ minus.items()}
+            else:
+                items = plus or minus
+            for item in items:
+                change = plus.get(item, 0) - minus.get(item, 0)
+                if change:
+                    moved.append((change, group, item))
+        moved.sort(key=_first)
         scopes = self._scopes
         dirty = self._dirty
-        for (partition, key), change in sorted(
-            ((k, n) for k, n in net.items() if n), key=lambda i: i[1]
-        ):
-            meta = self._meta_of(key)
-            if meta is None:
-                continue  # the check left the policy; the sweep will drop it
-            severity, controls = meta
-            for scope in _scopes_of(key, controls):
+        meta_of = self._meta
+        for change, (partition, cluster, namespace), item in moved:
+            if len(item) == 2:  # a passing check: its severity and controls are the policy's
+                baseline, check = item
+                outcome = PASS
+                meta = meta_of(baseline, check)
+                if meta is None:
+                    continue  # the check left the policy; the sweep will drop it
+                severity, controls = meta
+            else:
+                baseline, check, outcome, severity, controls = item
+            for scope in _scopes_of(cluster, namespace, baseline, controls):
                 where = (partition, scope)
                 counts = scopes.get(where)
                 if counts is None:
                     counts = scopes[where] = _Counts()
-                counts.add(key.outcome, severity, change)
+                counts.add(outcome, severity, change)
                 if counts.empty():
                     del scopes[where]
                 dirty.add(where)
 
-    def _meta_of(self, key: _Key) -> _Meta | None:
-        # A failing key carries its finding's severity and controls; a passing one takes
-        # its check's from the policy in force.
-        if key.severity is not None and key.controls is not None:
-            return key.severity, key.controls
-        return self._meta(key.baseline, key.check)
+
+def _first(item: tuple[int, Any, Any]) -> int:
+    return item[0]
 
 
-def _scopes_of(key: _Key, controls: tuple[str, ...]) -> list[_Scope]:
-    # The scopes an outcome key counts in.
-    cluster = key.cluster
+def _scopes_of(
+    cluster: str, namespace: str, baseline: str, controls: tuple[str, ...]
+) -> list[_Scope]:
+    # The scopes an item of a contribution counts in.
     scopes: list[_Scope] = [
         (cluster, posture.Scope.CLUSTER, cluster),
-        (cluster, posture.Scope.BASELINE, key.baseline),
+        (cluster, posture.Scope.BASELINE, baseline),
     ]
-    if key.namespace:
-        scopes.append((cluster, posture.Scope.NAMESPACE, key.namespace))
+    if namespace:
+        scopes.append((cluster, posture.Scope.NAMESPACE, namespace))
     scopes.extend((cluster, posture.Scope.CONTROL, control) for control in controls)
     return scopes
 
