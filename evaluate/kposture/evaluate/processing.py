@@ -317,8 +317,8 @@ def decode_resource(
     The record key must be the event's ``<cluster>/<uid>``: the object's state is stored under
     it, so a mismatch would split one object's history.
     """
-    _, model = envelope.decode_record(headers, value)
-    if not isinstance(model, resources.ResourceEvent):
+    model = envelope.decode_data(headers, value)
+    if type(model) is not resources.ResourceEvent:
         raise codec.DecodeError(f"expected a resource event, got {type(model).__name__}")
     if key != model.key.encode():
         raise codec.DecodeError(f"record key {key!r} does not match the event's {model.key!r}")

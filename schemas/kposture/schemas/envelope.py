@@ -94,6 +94,25 @@ def wrap(
 
 def from_record(headers: Iterable[tuple[str, bytes]], value: bytes | None) -> CloudEvent:
     """Rebuild a CloudEvent from a Kafka record; :class:`codec.DecodeError` if it is not one."""
+    attrs, content_type, time = _attributes(headers, value)
+    assert value is not None  # ``_attributes`` rejects a tombstone
+    return CloudEvent(
+        id=attrs["id"],
+        source=attrs["source"],
+        type=attrs["type"],
+        data=value if type(value) is bytes else bytes(value),
+        subject=attrs.get("subject", ""),
+        time=time,
+        datacontenttype=content_type or CONTENT_TYPE,
+        extensions={k: v for k, v in attrs.items() if k not in _KNOWN},
+    )
+
+
+def _attributes(
+    headers: Iterable[tuple[str, bytes]], value: bytes | None
+) -> tuple[dict[str, str], str, dt.datetime | None]:
+    # A record's CloudEvent attributes (``ce_`` headers, without the prefix), content type and
+    # time, checked as ``from_record`` promises; ``codec.DecodeError`` if it is not an event.
     attrs: dict[str, str] = {}
     content_type = ""
     try:
@@ -119,16 +138,7 @@ def from_record(headers: Iterable[tuple[str, bytes]], value: bytes | None) -> Cl
             time = dt.datetime.fromisoformat(attrs["time"])
         except ValueError as exc:
             raise codec.DecodeError(f"ce_time is not RFC 3339: {exc}") from exc
-    return CloudEvent(
-        id=attrs["id"],
-        source=attrs["source"],
-        type=attrs["type"],
-        data=value if type(value) is bytes else bytes(value),
-        subject=attrs.get("subject", ""),
-        time=time,
-        datacontenttype=content_type or CONTENT_TYPE,
-        extensions={k: v for k, v in attrs.items() if k not in _KNOWN},
-    )
+    return attrs, content_type, time
 
 
 def unwrap(event: CloudEvent) -> Any:
@@ -142,3 +152,13 @@ def decode_record(
     """Decode one Kafka record into its CloudEvent and its model, strictly."""
     event = from_record(headers, value)
     return event, unwrap(event)
+
+
+def decode_data(headers: Iterable[tuple[str, bytes]], value: bytes | None) -> Any:
+    """Only the model of a record (``decode_record``'s second half), checked as strictly.
+
+    For a consumer that needs no attribute but the type: it skips building the CloudEvent.
+    """
+    attrs, _, _ = _attributes(headers, value)
+    assert value is not None  # ``_attributes`` rejects a tombstone
+    return codec.decode(value, codec.model_for(attrs["type"]))
