@@ -30,7 +30,7 @@ import msgspec
 import orjson
 import typer
 
-from kposture.cli import topics_cmd
+from kposture.cli import serving, topics_cmd
 from kposture.cli.benching import bursting, measuring, reporting, running, services
 from kposture.cli.devenv import processes
 from kposture.evaluate import app as evaluate_app
@@ -139,6 +139,7 @@ def evaluate(
     report = benchmarking.run(objects=objects, events=events, seed=seed)
     if use_kafka:
         settings = topics_cmd.load_settings(config)
+        serving.tune_gc()  # the worker below runs as ``kposture evaluate`` would
         report["kafka"] = asyncio.run(
             run_kafka(settings, objects=objects, events=events, seed=seed)
         )

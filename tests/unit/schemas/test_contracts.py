@@ -110,6 +110,7 @@ def test_cloudevent_binary_mode_headers_carry_the_attributes() -> None:
     decoded_event, decoded = envelope.decode_record(event.headers(), event.data)
     assert decoded == model
     assert decoded_event.id == event.id
+    assert envelope.decode_data(event.headers(), event.data) == model
 
 
 def test_a_model_cannot_be_sent_under_another_models_event_type() -> None:
@@ -118,10 +119,25 @@ def test_a_model_cannot_be_sent_under_another_models_event_type() -> None:
         envelope.wrap(_resource_event(), event_type="io.kposture.finding.opened.v1", source="x")
 
 
+_GOOD_HEADERS = [
+    ("ce_specversion", b"1.0"),
+    ("ce_id", b"1"),
+    ("ce_source", b"s"),
+    ("ce_type", b"io.kposture.resource.added.v1"),
+]
+
+
 @pytest.mark.parametrize(
     ("headers", "value", "reason"),
     [
         ([], b"{}", "missing header"),
+        (
+            [*_GOOD_HEADERS, ("ce_time", b"yesterday")],
+            b"{}",
+            "ce_time is not RFC 3339",
+        ),
+        ([*_GOOD_HEADERS, ("content-type", b"text/plain")], b"{}", "unsupported content-type"),
+        ([*_GOOD_HEADERS, ("ce_traceid", b"\xff\xfe")], b"{}", "not UTF-8"),
         (
             [("ce_specversion", b"0.3"), ("ce_id", b"1"), ("ce_source", b"s"), ("ce_type", b"t")],
             b"{}",
@@ -172,9 +188,14 @@ def test_a_model_cannot_be_sent_under_another_models_event_type() -> None:
 def test_malformed_records_are_rejected_with_a_reason(
     headers: list[tuple[str, bytes]], value: bytes | None, reason: str
 ) -> None:
-    """Each kind of malformed record raises DecodeError whose reason says what is wrong."""
+    """Each kind of malformed record raises DecodeError whose reason says what is wrong.
+
+    ``decode_data`` (the model alone, without the CloudEvent) is exactly as strict.
+    """
     with pytest.raises(codec.DecodeError, match=reason):
         envelope.decode_record(headers, value)
+    with pytest.raises(codec.DecodeError, match=reason):
+        envelope.decode_data(headers, value)
 
 
 def test_naive_timestamps_are_rejected() -> None:
