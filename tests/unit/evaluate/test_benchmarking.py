@@ -49,3 +49,16 @@ def test_rounds_split_the_events_into_consecutive_parts() -> None:
     assert phase.events == 12
     # 12 events in five rounds of two or three events.
     assert len(phase.rounds_events_per_cpu_second) == benchmarking.ROUNDS
+
+
+def test_the_tick_runs_between_events_and_once_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The posture aggregation a worker runs every second: after every TICK_EVERY events, and
+    # once after the last, so a phase's CPU includes all of it.
+    monkeypatch.setattr(benchmarking, "TICK_EVERY", 4)
+    seen: list[object] = []
+    benchmarking.measure(
+        seen.append, list(range(10)), count_outputs=False, tick=lambda: seen.append("tick")
+    )
+    assert seen == [0, 1, 2, 3, "tick", 4, 5, 6, 7, "tick", 8, 9, "tick"]
