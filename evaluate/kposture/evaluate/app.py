@@ -10,6 +10,9 @@ owners and criticality can see them. The kinds that cross-object checks and prio
 (NetworkPolicies, RBAC objects, ServiceAccounts, Services, Ingresses, Pods and workloads) go,
 reduced, to the ``inventory`` global table (``inventory``); a change there sends re-evaluation
 requests (one record per partition) for the objects whose checks or priority it concerns.
+A request from another worker carries its change, applied as an overlay where this worker's
+copy of the table does not show it yet; the objects it names are evaluated once more when the
+copy catches up, so an event evaluated in between against the older copy is corrected.
 Records that cannot be decoded or evaluated go to the ``dlq`` topic with the reason, and the
 stream goes on.
 
@@ -79,6 +82,8 @@ SWEEP_KEY = b"sweep"
 """The key of a whole-partition sweep record; any other key is a re-evaluation request's."""
 REQUEST_KEY = b"re-evaluate"
 """The key of a request to re-evaluate some objects of one partition after an inventory change."""
+LAGGING_KEPT = 10_000
+"""Inventory keys whose change this worker's copy did not show yet, remembered at most."""
 
 
 class EvaluateApp:
@@ -128,6 +133,11 @@ class EvaluateApp:
         self._by_partition: dict[int, dict[bytes, None]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._origin = uuid.uuid4().hex  # names this worker in its re-evaluation requests
+        # Another worker's changes that a request told of before this worker's copy of the
+        # inventory showed them: per inventory key, the cluster, the objects the request named
+        # and whether only their priority could move. Re-evaluated again once the copy shows
+        # the key changed (``_caught_up``).
+        self._lagging: dict[bytes, tuple[str, set[bytes], bool]] = {}
         self.processed = 0
         """Resource records handled so far (evaluated, skipped or dead-lettered)."""
 
@@ -260,6 +270,8 @@ class EvaluateApp:
         # What cross-object checks read arrives on any partition, so every worker keeps all
         # of it (reduced to ``inventory`` entries, indexed by cluster, namespace and view).
         self._inventory_table = _Direct.of(global_table("inventory"), data=inventory.Indexed)
+        self._entries.listener = self._caught_up
+        self._lagging.clear()
         self._shares = _Direct.of(global_table("posture-shares"), data=posture.Shares)
         self._inventories.clear()
 
@@ -581,6 +593,8 @@ class EvaluateApp:
             log.warning("not a re-evaluation request, skipped")
             return
         overlay = None if request.origin == self._origin else request.update
+        if overlay is not None and self._entries.get(overlay.key) != overlay.value:
+            self._lag(request)
         for done, key in enumerate(request.objects, start=1):
             raw = self._objects.data.get(key)
             if raw is None:
@@ -600,6 +614,37 @@ class EvaluateApp:
             self._apply(key, step, partition=state.partition)
             if done % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+
+    def _lag(self, request: inventory.Request) -> None:
+        # This worker's copy does not show the request's change yet. The objects are evaluated
+        # with it as an overlay now, but an event of one of them may come before the copy
+        # catches up, and be evaluated without it: when the copy shows the key changed, they
+        # are re-evaluated again, from the copy (see ``_caught_up``).
+        update = request.update
+        cluster, objects, priority_only = self._lagging.pop(
+            update.key, (update.cluster, set(), True)
+        )
+        objects.update(request.objects)
+        self._lagging[update.key] = (cluster, objects, priority_only and request.priority_only)
+        if len(self._lagging) > LAGGING_KEPT:
+            oldest = next(iter(self._lagging))
+            del self._lagging[oldest]
+            log.warning(
+                "too many inventory changes not shown yet: %s is no longer followed",
+                oldest.decode(errors="replace"),
+            )
+
+    def _caught_up(self, key: bytes) -> None:
+        # The inventory copy changed ``key`` (the changelog brought another worker's write,
+        # or this worker wrote it): re-evaluate the objects a request named for it, through a
+        # request of this worker's own, which reads the copy as it is then.
+        waiting = self._lagging.pop(key, None)
+        if waiting is None:
+            return
+        cluster, objects, priority_only = waiting
+        # A request of this worker's own carries no overlay: its value is never read.
+        update = inventory.Update(cluster=cluster, key=key, value=None, targets=frozenset())
+        self._request(update, objects, priority_only=priority_only)
 
     def _namespace(self, cluster: str, namespace: str) -> Mapping[str, Any] | None:
         if not namespace:

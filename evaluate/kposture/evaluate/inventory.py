@@ -385,6 +385,9 @@ class Indexed(watched.Watched):
 
     def __init__(self, initial: Mapping[bytes, bytes] | None = None) -> None:
         self.version = 0
+        self.listener: Callable[[bytes], None] | None = None
+        """Called with a key whenever its value changes, possibly before the new value is in
+        place: it may schedule work, not read the key."""
         self._buckets: dict[tuple[str, str, str], dict[bytes, None]] = {}
         self._view_versions: dict[tuple[str, str, str], int] = {}
         # Per (cluster, namespace, view): how many entries hold each value. Nested rather than
@@ -432,6 +435,8 @@ class Indexed(watched.Watched):
 
     def _note(self, key: bytes, value: Any, sign: int) -> None:
         self.version += 1
+        if self.listener is not None:
+            self.listener(key)
         where = _split(key) if isinstance(value, bytes) else None
         if where is None:
             return  # a value faust set to None before deleting it, or a foreign key

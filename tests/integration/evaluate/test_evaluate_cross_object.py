@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import yaml
-from evaluate_harness import Bus, running
+from evaluate_harness import CLUSTER, Bus, running
 from test_evaluate_app import baseline as privileged_baseline
 
+from kposture.evaluate import app as evaluate_app
 from kposture.evaluate import inventory
-from kposture.schemas import findings, resources, topics
+from kposture.schemas import common, findings, resources, topics
 
 BUILTIN = pathlib.Path(inventory.__file__).parent / "builtin"
 
@@ -86,6 +87,67 @@ async def test_network_policy_changes_open_and_resolve_the_namespace_finding(
         ("ns-shop", "opened"),
     ]
     assert {f.check for _, f in records} == {"namespaceNetworkPolicy"}
+
+
+async def test_an_event_evaluated_before_the_inventory_caught_up_is_corrected_after(
+    settings: Any, bus: Bus, reader: Any
+) -> None:
+    """Another worker's change, told by its request before this worker's copy shows it.
+
+    The request resolves the namespace finding (its change applied as an overlay); the
+    namespace's next event, evaluated against the copy that still lacks the policy, reopens
+    it; once the changelog brings the policy, the namespace is evaluated again: resolved.
+    """
+    await bus.baseline(BASELINE, name="itest", version="v1.0")
+    out = await reader(topics.Topic.FINDINGS)
+    async with running(settings) as worker:
+        await bus.resource(resources.Change.ADDED, "shop", NAMESPACE, uid="ns-shop")
+        await out.until(count(("ns-shop", "opened"), 1))
+        # What the other worker's NetworkPolicy event wrote and asked, sent by hand: first
+        # the request (to the partition that owns the namespace), the table write later.
+        policy_event = resources.ResourceEvent(
+            cluster=CLUSTER,
+            change=resources.Change.ADDED,
+            ref=common.ObjectRef(
+                api_version="networking.k8s.io/v1",
+                kind="NetworkPolicy",
+                name="deny",
+                uid="uid-deny",
+                namespace="shop",
+            ),
+            object=network_policy("deny"),
+            digest="d1",
+            observed_at=common.utcnow(),
+        )
+        update = inventory.update_of(policy_event, table=inventory.Indexed())
+        assert update is not None
+        assert update.value is not None
+        namespace_key = f"{CLUSTER}/ns-shop".encode()
+        resources_topic = bus.name(topics.Topic.RESOURCES)
+        assert worker._publisher is not None
+        await bus.producer.send_and_wait(
+            worker._sweep_topic.get_topic_name(),
+            key=evaluate_app.REQUEST_KEY,
+            value=inventory.encode_request(
+                update, origin="another-worker", objects=[namespace_key]
+            ),
+            partition=worker._publisher.partition_for(resources_topic, namespace_key),
+        )
+        await out.until(count(("ns-shop", "resolved"), 1))
+        labelled = {**NAMESPACE, "metadata": {**NAMESPACE["metadata"], "labels": {"team": "a"}}}
+        await bus.resource(resources.Change.MODIFIED, "shop", labelled, uid="ns-shop")
+        await out.until(count(("ns-shop", "opened"), 2))
+        await bus.producer.send_and_wait(
+            worker._inventory_table.changelog, key=update.key, value=update.value, partition=0
+        )
+        await out.until(count(("ns-shop", "resolved"), 2))
+        records = await out.settle()
+    assert transitions(records) == [
+        ("ns-shop", "opened"),
+        ("ns-shop", "resolved"),
+        ("ns-shop", "opened"),
+        ("ns-shop", "resolved"),
+    ]
 
 
 def secret_readers_baseline() -> str:

@@ -554,6 +554,24 @@ def test_the_indexed_table_counts_every_kind_of_change() -> None:
     assert data.versions_of("c", "ns", ["pods"]) == data.versions_of("c", "ns", ["pods"])
 
 
+def test_the_listener_hears_every_changed_key_and_no_rewrite() -> None:
+    """The app follows keys another worker changed through the listener: none may slip by."""
+    first, second = (inventory.entry_key("c", "ns", "pods", n) for n in ("1", "2"))
+    data = inventory.Indexed({first: b"{}"})
+    heard: list[bytes] = []
+    data.listener = heard.append
+    data[first] = b"{}"  # the same value again: no change
+    data.update([(second, b'{"a":1}')])  # how faust applies a changelog batch
+    data[first] = b'{"b":2}'
+    data[second] = None  # faust deletes: ``None`` first, then ``pop``
+    data.pop(second, None)
+    data.pop(first)
+    assert set(heard) == {first, second}
+    assert heard[0] == second
+    assert heard.count(first) >= 2  # replaced, then deleted
+    assert data == {}
+
+
 def test_the_indexes_match_a_rebuild_after_any_sequence_of_writes() -> None:
     """Random writes, replacements and deletes (faust's ``None`` first) leave exact indexes."""
     rng = random.Random(7)
