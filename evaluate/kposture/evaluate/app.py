@@ -6,7 +6,9 @@ Each CloudEvent is decoded, the object is evaluated against the policy in force,
 (content digest, open findings, the object itself) is stored in the ``objects`` table and the
 resulting transitions are published to ``findings``. Namespace objects also go to the
 ``namespaces`` global table, which every worker reads in full, so namespaceSelector matches,
-owners and criticality can see them. The kinds that cross-object checks and priority read
+owners and criticality can see them; when a namespace object changes in a worker's copy (its
+own write, or another worker's through the changelog), that worker re-evaluates its objects
+in the namespace. The kinds that cross-object checks and priority read
 (NetworkPolicies, RBAC objects, ServiceAccounts, Services, Ingresses, Pods and workloads) go,
 reduced, to the ``inventory`` global table (``inventory``); a change there sends re-evaluation
 requests (one record per partition) for the objects whose checks or priority it concerns.
@@ -62,6 +64,7 @@ from kposture.evaluate import (
     publishing,
     storing,
     tracking,
+    watched,
 )
 from kposture.runtime import health, kafka, tracing
 from kposture.runtime import settings as settings_mod
@@ -128,9 +131,14 @@ class EvaluateApp:
         self._reconcile: set[int] = set()  # partitions rebuilt since the last posture tick
         self._sweep_topic: Any = None
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
-        # The objects table's keys by source partition, built by the first sweep after a
-        # rebalance (one pass over the table) and kept current by ``_store`` from then on.
-        self._by_partition: dict[int, dict[bytes, None]] | None = None
+        # The objects table's keys by source partition, then cluster and namespace: built by
+        # the first sweep after a rebalance (one pass over the table) and kept current by
+        # ``_store`` from then on.
+        self._by_partition: dict[int, dict[tuple[str, str], dict[bytes, None]]] | None = None
+        # Namespaces whose object changed since the objects in them were last re-evaluated
+        # for it (``_namespace_changed``), and whether that re-evaluation is scheduled.
+        self._changed_namespaces: set[bytes] = set()
+        self._namespaces_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._origin = uuid.uuid4().hex  # names this worker in its re-evaluation requests
         # Another worker's changes that a request told of before this worker's copy of the
@@ -266,7 +274,8 @@ class EvaluateApp:
         self._sweep_topic = topic(f"{evaluate.app_id}-sweep", partitions=partitions, internal=True)
         objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
         self._objects = _Direct.of(objects)
-        self._namespaces = _Direct.of(global_table("namespaces"))
+        self._namespaces = _Direct.of(global_table("namespaces"), data=watched.Listened)
+        cast(watched.Listened, self._namespaces.data).listener = self._namespace_changed
         # What cross-object checks read arrives on any partition, so every worker keeps all
         # of it (reduced to ``inventory`` entries, indexed by cluster, namespace and view).
         self._inventory_table = _Direct.of(global_table("inventory"), data=inventory.Indexed)
@@ -352,7 +361,8 @@ class EvaluateApp:
                 self._dead_letter(message, f"evaluation failed: {type(exc).__name__}: {exc}")
                 return
             if step.changed:
-                self._store(key, step.state, partition=message.partition)
+                scope = (resource.cluster, resource.ref.namespace)
+                self._store(key, step.state, partition=message.partition, scope=scope)
             is_namespace = resource.ref.kind == "Namespace" and resource.ref.api_version == "v1"
             if is_namespace and step.changed:
                 ns_key = processing.namespace_key(resource.cluster, resource.ref.name).encode()
@@ -376,11 +386,13 @@ class EvaluateApp:
     def _keys_of(self, partition: int) -> list[bytes]:
         """The objects table's keys of one source partition (O(keys), not O(table))."""
         if self._by_partition is None:
-            index: dict[int, dict[bytes, None]] = {}
+            index: dict[int, dict[tuple[str, str], dict[bytes, None]]] = {}
             for key, value in list(self._objects.data.items()):
-                index.setdefault(storing.partition_of(value), {})[key] = None
+                source, cluster, namespace = storing.scope_of(value)
+                index.setdefault(source, {}).setdefault((cluster, namespace), {})[key] = None
             self._by_partition = index
-        return list(self._by_partition.get(partition, ()))
+        scopes = self._by_partition.get(partition, {})
+        return [key for keys in scopes.values() for key in keys]
 
     async def _sweep(self, partition: int) -> None:
         assert self.processor is not None  # set before faust starts
@@ -413,8 +425,10 @@ class EvaluateApp:
 
     def _apply(self, key: bytes, step: processing.Step, *, partition: int) -> None:
         # A re-evaluation's result: the state it changed (never a deletion) and its outputs.
-        if step.changed and step.state is not None:
-            self._store(key, step.state, partition=partition)
+        state = step.state
+        if step.changed and state is not None:
+            scope = (state.cluster, state.ref.namespace)
+            self._store(key, state, partition=partition, scope=scope)
         for output in step.outputs:
             self._send(output)
 
@@ -433,15 +447,25 @@ class EvaluateApp:
         if update is not None:
             self._on_inventory(update, partition=partition)
 
-    def _store(self, key: bytes, state: processing.ObjectState | None, *, partition: int) -> None:
+    def _store(
+        self,
+        key: bytes,
+        state: processing.ObjectState | None,
+        *,
+        partition: int,
+        scope: tuple[str, str],
+    ) -> None:
+        # ``scope``: the object's cluster and namespace, for the index of keys.
         value = None if state is None else processing.encode_state(state)
         self._write(self._objects, key, value, partition=partition)
         if self._by_partition is not None:
-            keys = self._by_partition.setdefault(partition, {})
-            if value is None:
+            scopes = self._by_partition.setdefault(partition, {})
+            if value is not None:
+                scopes.setdefault(scope, {})[key] = None
+            elif (keys := scopes.get(scope)) is not None:
                 keys.pop(key, None)
-            else:
-                keys[key] = None
+                if not keys:
+                    del scopes[scope]
 
     def _write(self, table: _Direct, key: bytes, value: bytes | None, *, partition: int) -> None:
         # What faust's ``Table.__setitem__`` does from inside a stream (which the batched
@@ -645,6 +669,39 @@ class EvaluateApp:
         # A request of this worker's own carries no overlay: its value is never read.
         update = inventory.Update(cluster=cluster, key=key, value=None, targets=frozenset())
         self._request(update, objects, priority_only=priority_only)
+
+    def _namespace_changed(self, key: bytes) -> None:
+        # A namespace object changed in this worker's copy (its own write, or another
+        # worker's through the changelog): its labels decide namespaceSelector matches, and
+        # with its annotations owners and criticality. Re-evaluate this worker's objects in it
+        # once the change (or faust's whole changelog batch) is in place. Without an index
+        # yet, a sweep is due that evaluates every object with the table as it is then.
+        if self._by_partition is None:
+            return
+        self._changed_namespaces.add(key)
+        if not self._namespaces_scheduled:
+            self._namespaces_scheduled = True
+            asyncio.get_running_loop().call_soon(self._after_namespace_changes)
+
+    def _after_namespace_changes(self) -> None:
+        self._namespaces_scheduled = False
+        changed, self._changed_namespaces = self._changed_namespaces, set()
+        index = self._by_partition
+        if index is None:
+            return  # a rebalance began: its sweep evaluates everything
+        owned = self._owned()
+        for ns_key in sorted(changed):
+            cluster, _, namespace = ns_key.decode().rpartition("/")
+            keys = {
+                key
+                for partition, scopes in index.items()
+                if partition in owned
+                for key in scopes.get((cluster, namespace), ())
+            }
+            # Through a request of this worker's own, like an inventory change: its value
+            # is never read (no overlay), the objects are read from the table then.
+            update = inventory.Update(cluster=cluster, key=ns_key, value=None, targets=frozenset())
+            self._request(update, keys, priority_only=False)
 
     def _namespace(self, cluster: str, namespace: str) -> Mapping[str, Any] | None:
         if not namespace:

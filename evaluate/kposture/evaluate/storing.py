@@ -307,9 +307,11 @@ def encode(state: ObjectState) -> bytes:
     return _ENCODER.encode(stored)
 
 
-def partition_of(data: bytes) -> int:
-    """The source partition of an encoded state (cheaper than ``decode``)."""
-    return _HEAD_DECODER.decode(data).partition
+def scope_of(data: bytes) -> tuple[int, str, str]:
+    """The source partition, cluster and namespace of an encoded state (cheaper than
+    ``decode``)."""
+    head = _HEAD_DECODER.decode(data)
+    return head.partition, head.cluster, head.ref[4]
 
 
 def decode(data: bytes) -> ObjectState:

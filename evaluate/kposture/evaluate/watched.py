@@ -8,7 +8,7 @@ through ``_added`` and ``_removed``; reads cost what a dict's do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -77,3 +77,23 @@ class Watched(dict[bytes, Any]):
     def __ior__(self, other: Any) -> Watched:  # type: ignore[override,misc]
         self.update(other)
         return self
+
+
+class Listened(Watched):
+    """A ``Watched`` dict that tells ``listener`` the key of every change.
+
+    The listener may be called before the new value is in place (a replaced value is removed
+    first): it may schedule work, not read the key.
+    """
+
+    def __init__(self, initial: Mapping[bytes, Any] | None = None) -> None:
+        self.listener: Callable[[bytes], None] | None = None
+        super().__init__(initial)
+
+    def _added(self, key: bytes, value: Any) -> None:
+        if self.listener is not None:
+            self.listener(key)
+
+    def _removed(self, key: bytes, value: Any) -> None:
+        if self.listener is not None:
+            self.listener(key)

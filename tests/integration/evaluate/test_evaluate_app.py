@@ -208,3 +208,51 @@ async def test_a_restarted_worker_recovers_its_state_and_does_not_reopen(
         ("uid-a", "privileged", "resolved"),
         ("uid-z", "privileged", "opened"),
     ]
+
+
+SELECTED = """\
+  - id: prodHostNetwork
+    title: Pods in production namespaces must not use the host network
+    severity: high
+    controls: ["itest:prodHostNetwork"]
+    target: podSpec
+    match: {namespaceSelector: {matchLabels: {tier: prod}}}
+    message: host network in production
+    path: spec.hostNetwork
+    validation: "!has(object.spec.hostNetwork) || object.spec.hostNetwork == false"
+"""
+
+
+def namespace(**labels: str) -> dict[str, Any]:
+    """Namespace ``shop`` with ``labels``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "shop", "uid": "ns-shop", "labels": labels},
+    }
+
+
+async def test_a_namespace_label_change_re_evaluates_the_objects_in_it(
+    settings: Any, bus: Bus, reader: Any
+) -> None:
+    """A namespaceSelector starts and stops matching with the namespace's labels alone.
+
+    The pod has no event of its own after the first: the namespace's change is what makes
+    its check apply (opened) and stop applying (resolved), as it happens.
+    """
+    await bus.baseline(baseline(extra=SELECTED), name="itest", version="v1.0")
+    out = await reader(topics.Topic.FINDINGS)
+    async with running(settings):
+        await bus.resource(resources.Change.ADDED, "shop", namespace(tier="dev"), uid="ns-shop")
+        await bus.resource(resources.Change.ADDED, "h", pod(host_network=True))
+        await bus.resource(resources.Change.ADDED, "marker", pod(privileged=True))
+        await out.until(has(("uid-marker", "privileged", "opened")))
+        await bus.resource(resources.Change.MODIFIED, "shop", namespace(tier="prod"), uid="ns-shop")
+        await out.until(has(("uid-h", "prodHostNetwork", "opened")))
+        await bus.resource(resources.Change.MODIFIED, "shop", namespace(tier="dev"), uid="ns-shop")
+        await out.until(has(("uid-h", "prodHostNetwork", "resolved")))
+        records = await out.settle()
+    assert [t for t in transitions(records) if t[0] == "uid-h"] == [
+        ("uid-h", "prodHostNetwork", "opened"),
+        ("uid-h", "prodHostNetwork", "resolved"),
+    ]

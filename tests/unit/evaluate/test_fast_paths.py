@@ -229,6 +229,10 @@ def test_states_with_unusual_findings_survive_the_table_encoding(
     assert decoded.load_object() == {"kind": "Deployment"}
     assert processing.encode_state(decoded) == data
     assert processor.policy is policy
+    # What the app's index of keys reads without decoding the rest.
+    assert storing.scope_of(data) == (3, "c1", "")
+    placed = msgspec.structs.replace(state, ref=msgspec.structs.replace(ref, namespace="shop"))
+    assert storing.scope_of(processing.encode_state(placed)) == (3, "c1", "shop")
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from kposture.evaluate import (
     processing,
     scanning,
     tracking,
+    watched,
 )
 from kposture.schemas import common, envelope, findings, resources
 
@@ -552,6 +553,20 @@ def test_the_indexed_table_counts_every_kind_of_change() -> None:
     data.update({key: b"{}"})
     assert (data.version, data.versions_of("c", "ns", ["pods"])) == seen
     assert data.versions_of("c", "ns", ["pods"]) == data.versions_of("c", "ns", ["pods"])
+
+
+def test_a_listened_dict_tells_every_changed_key_and_no_rewrite() -> None:
+    """The namespaces table: the app re-evaluates a namespace's objects when it changes."""
+    data = watched.Listened({b"c/a": b"1"})
+    heard: list[bytes] = []
+    data.listener = heard.append
+    data[b"c/a"] = b"1"  # the same value again: no change
+    assert heard == []
+    data.update({b"c/b": b"2"})
+    data[b"c/a"] = b"3"
+    data.pop(b"c/b")
+    assert heard == [b"c/b", b"c/a", b"c/a", b"c/b"]  # a replacement is a removal and an add
+    assert data == {b"c/a": b"3"}
 
 
 def test_the_listener_hears_every_changed_key_and_no_rewrite() -> None:
