@@ -12,9 +12,9 @@ in the namespace. The kinds that cross-object checks and priority read
 (NetworkPolicies, RBAC objects, ServiceAccounts, Services, Ingresses, Pods and workloads) go,
 reduced, to the ``inventory`` global table (``inventory``); a change there sends re-evaluation
 requests (one record per partition) for the objects whose checks or priority it concerns.
-A request from another worker carries its change, applied as an overlay where this worker's
-copy of the table does not show it yet; the objects it names are evaluated once more when the
-copy catches up, so an event evaluated in between against the older copy is corrected.
+Each worker does this for its own partitions only, for its own changes at once and for
+other workers' when the changelog brings them to its copy: an object is re-evaluated by its
+owner against a copy that shows the change.
 Records that cannot be decoded or evaluated go to the ``dlq`` topic with the reason, and the
 stream goes on.
 
@@ -85,8 +85,6 @@ SWEEP_KEY = b"sweep"
 """The key of a whole-partition sweep record; any other key is a re-evaluation request's."""
 REQUEST_KEY = b"re-evaluate"
 """The key of a request to re-evaluate some objects of one partition after an inventory change."""
-LAGGING_KEPT = 10_000
-"""Inventory keys whose change this worker's copy did not show yet, remembered at most."""
 
 
 class EvaluateApp:
@@ -141,11 +139,12 @@ class EvaluateApp:
         self._namespaces_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._origin = uuid.uuid4().hex  # names this worker in its re-evaluation requests
-        # Another worker's changes that a request told of before this worker's copy of the
-        # inventory showed them: per inventory key, the cluster, the objects the request named
-        # and whether only their priority could move. Re-evaluated again once the copy shows
-        # the key changed (``_caught_up``).
-        self._lagging: dict[bytes, tuple[str, set[bytes], bool]] = {}
+        # Other workers' inventory changes that this worker's copy took in since its objects
+        # were last re-evaluated for them, with the surroundings they replaced
+        # (``_inventory_changing``), and whether that re-evaluation is scheduled.
+        self._changed_entries: list[tuple[inventory.Update, dict[str, Any]]] = []
+        self._entries_scheduled = False
+        self._writing = False  # set while this worker writes the inventory itself
         self.processed = 0
         """Resource records handled so far (evaluated, skipped or dead-lettered)."""
 
@@ -274,13 +273,13 @@ class EvaluateApp:
         self._sweep_topic = topic(f"{evaluate.app_id}-sweep", partitions=partitions, internal=True)
         objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
         self._objects = _Direct.of(objects)
-        self._namespaces = _Direct.of(global_table("namespaces"), data=watched.Listened)
-        cast(watched.Listened, self._namespaces.data).listener = self._namespace_changed
+        self._namespaces = _Direct.of(global_table("namespaces"), data=watched.Watched)
+        cast(watched.Watched, self._namespaces.data).listener = self._namespace_changed
         # What cross-object checks read arrives on any partition, so every worker keeps all
         # of it (reduced to ``inventory`` entries, indexed by cluster, namespace and view).
         self._inventory_table = _Direct.of(global_table("inventory"), data=inventory.Indexed)
-        self._entries.listener = self._caught_up
-        self._lagging.clear()
+        self._entries.listener = self._inventory_changing
+        self._changed_entries.clear()
         self._shares = _Direct.of(global_table("posture-shares"), data=posture.Shares)
         self._inventories.clear()
 
@@ -512,16 +511,58 @@ class EvaluateApp:
         return assembled
 
     def _on_inventory(self, update: inventory.Update, *, partition: int) -> None:
-        # Keep the global table current, then ask the partition that owns each concerned
-        # object to re-evaluate it: its state, and the right to write it, live there. The
-        # concerned objects are those whose cross-object checks read the entry, and the pods
-        # and pod templates whose priority it moves.
+        # This worker's own change: keep the global table current, then re-evaluate the
+        # concerned objects of the partitions this worker owns. Every other worker does the
+        # same for its own partitions when the changelog brings it the change
+        # (``_inventory_changing``), so each object is re-evaluated by its owner against a
+        # copy that shows the change.
+        before = self._surroundings_before(update, stored=self._entries.get(update.key))
+        self._writing = True
+        try:
+            self._write(self._inventory_table, update.key, update.value, partition=partition)
+        finally:
+            self._writing = False
+        self._concerned(update, before)
+
+    def _inventory_changing(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
+        # Another worker's change, which this worker's copy is about to take in from the
+        # changelog (the table still shows ``old``). Its concerned objects are worked out
+        # once the change (or faust's whole changelog batch) is in place. Without a key index
+        # yet, a sweep is due that evaluates every object against the table as it is then.
+        if self._writing or self._by_partition is None:
+            return
+        update = inventory.change_of(key, old, new, table=self._entries)
+        if update is None:
+            return
+        self._changed_entries.append((update, self._surroundings_before(update, stored=old)))
+        if not self._entries_scheduled:
+            self._entries_scheduled = True
+            asyncio.get_running_loop().call_soon(self._after_inventory_changes)
+
+    def _after_inventory_changes(self) -> None:
+        self._entries_scheduled = False
+        changes, self._changed_entries = self._changed_entries, []
+        if self._by_partition is None:
+            return  # a rebalance began: its sweep evaluates everything
+        for update, before in changes:
+            self._concerned(update, before)
+
+    def _surroundings_before(
+        self, update: inventory.Update, *, stored: bytes | None
+    ) -> dict[str, tracking.Surroundings]:
+        # The surroundings (for priority) of the namespaces ``update`` may change, before it.
         table = self._entries
         scopes = inventory.exposure_scopes(
-            update, stored=table.get(update.key), table=table, parsed=self._parsed_entries
+            update, stored=stored, table=table, parsed=self._parsed_entries
         )
-        before = {ns: self._surroundings_of(update.cluster, ns) for ns in scopes}
-        self._write(self._inventory_table, update.key, update.value, partition=partition)
+        return {ns: self._surroundings_of(update.cluster, ns) for ns in scopes}
+
+    def _concerned(self, update: inventory.Update, before: Mapping[str, Any]) -> None:
+        # After ``update`` is in the table: ask each partition this worker owns to re-evaluate
+        # its objects that the update concerns (their state, and the right to write it, live
+        # there): those whose cross-object checks read the entry, and the pods and pod
+        # templates whose priority it moved.
+        table = self._entries
         targets = self._keys_of_targets(update.cluster, update.targets) if update.targets else set()
         exposed: set[bytes] = set()
         for ns, old in before.items():
@@ -533,10 +574,19 @@ class EvaluateApp:
             exposed |= inventory.pod_keys(
                 table, update.cluster, ns, accounts=accounts, parsed=self._parsed_entries
             )
-        self._request(update, targets, priority_only=False)
-        self._request(update, exposed - targets, priority_only=True)
+        owned = self._owned()
+        self._request(update, targets, priority_only=False, owned=owned)
+        self._request(update, exposed - targets, priority_only=True, owned=owned)
 
-    def _request(self, update: inventory.Update, keys: set[bytes], *, priority_only: bool) -> None:
+    def _request(
+        self,
+        update: inventory.Update,
+        keys: set[bytes],
+        *,
+        priority_only: bool,
+        owned: set[int] | None = None,
+    ) -> None:
+        # ``owned``: the partitions to ask; the objects of the others are left to their owners.
         if not keys:
             return
         assert self._publisher is not None  # set before faust starts
@@ -547,6 +597,8 @@ class EvaluateApp:
                 key
             )
         for target_partition, listed in sorted(by_partition.items()):
+            if owned is not None and target_partition not in owned:
+                continue
             # One request per partition, to the partition that owns the objects. Through the
             # publisher, so it is acknowledged before the offset of the record that caused
             # it is committed: a crash cannot lose it.
@@ -605,11 +657,12 @@ class EvaluateApp:
         return cast(inventory.Indexed, self._inventory_table.data)
 
     async def _reevaluate(self, value: bytes | None) -> None:
-        # Some objects, after an inventory change. A request from another worker carries its
-        # change because this worker's copy of the global table may not show it yet (the
-        # changelog can lag). This worker's own table has it, or something newer: a request is
-        # read after every record before it, so its change may have been undone since, which
-        # applying it again would bring back.
+        # Some objects, after an inventory or namespace change. Requests come from this
+        # worker, which reads its own table. One from another worker (an earlier version
+        # sent them across) carries its change because this worker's copy of the global
+        # table may not show it yet (the changelog can lag). This worker's own requests read
+        # the table as it is: a request is read after every record before it, so its change
+        # may have been undone since, which applying it again would bring back.
         assert self.processor is not None  # set before faust starts
         try:
             request = inventory.decode_request(value or b"")
@@ -617,8 +670,6 @@ class EvaluateApp:
             log.warning("not a re-evaluation request, skipped")
             return
         overlay = None if request.origin == self._origin else request.update
-        if overlay is not None and self._entries.get(overlay.key) != overlay.value:
-            self._lag(request)
         for done, key in enumerate(request.objects, start=1):
             raw = self._objects.data.get(key)
             if raw is None:
@@ -639,38 +690,7 @@ class EvaluateApp:
             if done % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
 
-    def _lag(self, request: inventory.Request) -> None:
-        # This worker's copy does not show the request's change yet. The objects are evaluated
-        # with it as an overlay now, but an event of one of them may come before the copy
-        # catches up, and be evaluated without it: when the copy shows the key changed, they
-        # are re-evaluated again, from the copy (see ``_caught_up``).
-        update = request.update
-        cluster, objects, priority_only = self._lagging.pop(
-            update.key, (update.cluster, set(), True)
-        )
-        objects.update(request.objects)
-        self._lagging[update.key] = (cluster, objects, priority_only and request.priority_only)
-        if len(self._lagging) > LAGGING_KEPT:
-            oldest = next(iter(self._lagging))
-            del self._lagging[oldest]
-            log.warning(
-                "too many inventory changes not shown yet: %s is no longer followed",
-                oldest.decode(errors="replace"),
-            )
-
-    def _caught_up(self, key: bytes) -> None:
-        # The inventory copy changed ``key`` (the changelog brought another worker's write,
-        # or this worker wrote it): re-evaluate the objects a request named for it, through a
-        # request of this worker's own, which reads the copy as it is then.
-        waiting = self._lagging.pop(key, None)
-        if waiting is None:
-            return
-        cluster, objects, priority_only = waiting
-        # A request of this worker's own carries no overlay: its value is never read.
-        update = inventory.Update(cluster=cluster, key=key, value=None, targets=frozenset())
-        self._request(update, objects, priority_only=priority_only)
-
-    def _namespace_changed(self, key: bytes) -> None:
+    def _namespace_changed(self, key: bytes, old: Any, new: Any) -> None:
         # A namespace object changed in this worker's copy (its own write, or another
         # worker's through the changelog): its labels decide namespaceSelector matches, and
         # with its annotations owners and criticality. Re-evaluate this worker's objects in it

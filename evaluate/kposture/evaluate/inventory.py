@@ -385,9 +385,6 @@ class Indexed(watched.Watched):
 
     def __init__(self, initial: Mapping[bytes, bytes] | None = None) -> None:
         self.version = 0
-        self.listener: Callable[[bytes], None] | None = None
-        """Called with a key whenever its value changes, possibly before the new value is in
-        place: it may schedule work, not read the key."""
         self._buckets: dict[tuple[str, str, str], dict[bytes, None]] = {}
         self._view_versions: dict[tuple[str, str, str], int] = {}
         # Per (cluster, namespace, view): how many entries hold each value. Nested rather than
@@ -435,8 +432,6 @@ class Indexed(watched.Watched):
 
     def _note(self, key: bytes, value: Any, sign: int) -> None:
         self.version += 1
-        if self.listener is not None:
-            self.listener(key)
         where = _split(key) if isinstance(value, bytes) else None
         if where is None:
             return  # a value faust set to None before deleting it, or a foreign key
@@ -485,7 +480,7 @@ def update_of(
     if located is None:
         return None
     deleted = event.change is resources.Change.DELETED
-    return _update(event.cluster, located, None if deleted else event.object, table=table)
+    return _update(located, None if deleted else event.object, table=table)
 
 
 def refill_of(
@@ -505,7 +500,7 @@ def refill_of(
     located = _locate(cluster, ref, views)
     if located is None or located[2] in table:
         return None
-    return _update(cluster, located, load(), table=table)
+    return _update(located, load(), table=table)
 
 
 def _locate(
@@ -520,25 +515,32 @@ def _locate(
 
 
 def _update(
-    cluster: str,
     located: tuple[View, str, bytes],
     obj: Mapping[str, Any] | None,
     *,
     table: Indexed,
 ) -> Update | None:
-    view, namespace, key = located
-    stored = table.get(key)
+    view, _, key = located
     value = None if obj is None else encode_entry(view.reduce(obj))
-    if value == stored:
+    return change_of(key, table.get(key), value, table=table)
+
+
+def change_of(key: bytes, old: bytes | None, new: bytes | None, *, table: Indexed) -> Update | None:
+    """The update that replaces ``old`` by ``new`` under ``key`` (``None``: absent), whoever
+    writes it; ``None`` if nothing changes. ``table`` is read before the change is made."""
+    where = _split(key)
+    view = BY_NAME.get(where[2]) if where is not None else None
+    if where is None or view is None or old == new:
         return None
+    cluster, namespace, _ = where
     targets: set[Target] = set()
     # The old entry leaves the view only if it was the last one alike; the new one joins it
     # only if it is the first one alike.
-    if stored is not None and table.uses(key, stored) == 1:
-        targets.update(view.concerns(namespace, orjson.loads(stored)))
-    if value is not None and table.uses(key, value) == 0:
-        targets.update(view.concerns(namespace, orjson.loads(value)))
-    return Update(cluster=cluster, key=key, value=value, targets=frozenset(targets))
+    if old is not None and table.uses(key, old) == 1:
+        targets.update(view.concerns(namespace, orjson.loads(old)))
+    if new is not None and table.uses(key, new) == 0:
+        targets.update(view.concerns(namespace, orjson.loads(new)))
+    return Update(cluster=cluster, key=key, value=new, targets=frozenset(targets))
 
 
 PARSED_CACHED = 16_384

@@ -10,7 +10,6 @@ import yaml
 from evaluate_harness import CLUSTER, Bus, running
 from test_evaluate_app import baseline as privileged_baseline
 
-from kposture.evaluate import app as evaluate_app
 from kposture.evaluate import inventory
 from kposture.schemas import common, findings, resources, topics
 
@@ -89,22 +88,20 @@ async def test_network_policy_changes_open_and_resolve_the_namespace_finding(
     assert {f.check for _, f in records} == {"namespaceNetworkPolicy"}
 
 
-async def test_an_event_evaluated_before_the_inventory_caught_up_is_corrected_after(
+async def test_another_workers_inventory_change_re_evaluates_this_workers_objects(
     settings: Any, bus: Bus, reader: Any
 ) -> None:
-    """Another worker's change, told by its request before this worker's copy shows it.
+    """A NetworkPolicy that another worker handled reaches this one only through the changelog.
 
-    The request resolves the namespace finding (its change applied as an overlay); the
-    namespace's next event, evaluated against the copy that still lacks the policy, reopens
-    it; once the changelog brings the policy, the namespace is evaluated again: resolved.
+    Written there (as that worker writes it) and later deleted, it resolves and reopens the
+    finding of the namespace this worker owns: the worker re-evaluates its own objects that a
+    change in its copy concerns, whoever made the change.
     """
     await bus.baseline(BASELINE, name="itest", version="v1.0")
     out = await reader(topics.Topic.FINDINGS)
     async with running(settings) as worker:
         await bus.resource(resources.Change.ADDED, "shop", NAMESPACE, uid="ns-shop")
         await out.until(count(("ns-shop", "opened"), 1))
-        # What the other worker's NetworkPolicy event wrote and asked, sent by hand: first
-        # the request (to the partition that owns the namespace), the table write later.
         policy_event = resources.ResourceEvent(
             cluster=CLUSTER,
             change=resources.Change.ADDED,
@@ -121,32 +118,16 @@ async def test_an_event_evaluated_before_the_inventory_caught_up_is_corrected_af
         )
         update = inventory.update_of(policy_event, table=inventory.Indexed())
         assert update is not None
-        assert update.value is not None
-        namespace_key = f"{CLUSTER}/ns-shop".encode()
-        resources_topic = bus.name(topics.Topic.RESOURCES)
-        assert worker._publisher is not None
-        await bus.producer.send_and_wait(
-            worker._sweep_topic.get_topic_name(),
-            key=evaluate_app.REQUEST_KEY,
-            value=inventory.encode_request(
-                update, origin="another-worker", objects=[namespace_key]
-            ),
-            partition=worker._publisher.partition_for(resources_topic, namespace_key),
-        )
+        changelog = worker._inventory_table.changelog
+        await bus.producer.send_and_wait(changelog, key=update.key, value=update.value)
         await out.until(count(("ns-shop", "resolved"), 1))
-        labelled = {**NAMESPACE, "metadata": {**NAMESPACE["metadata"], "labels": {"team": "a"}}}
-        await bus.resource(resources.Change.MODIFIED, "shop", labelled, uid="ns-shop")
+        await bus.producer.send_and_wait(changelog, key=update.key, value=None)
         await out.until(count(("ns-shop", "opened"), 2))
-        await bus.producer.send_and_wait(
-            worker._inventory_table.changelog, key=update.key, value=update.value, partition=0
-        )
-        await out.until(count(("ns-shop", "resolved"), 2))
         records = await out.settle()
     assert transitions(records) == [
         ("ns-shop", "opened"),
         ("ns-shop", "resolved"),
         ("ns-shop", "opened"),
-        ("ns-shop", "resolved"),
     ]
 
 
@@ -305,3 +286,61 @@ async def test_a_service_that_exposes_a_pod_and_rbac_that_empowers_it_raise_its_
     seen = priorities(records, "uid-web")
     assert seen[:3] == [("opened", base), ("updated", base + 10), ("updated", base + 20)]
     assert seen[3:] in ([("updated", base + 10), ("updated", base)], [("updated", base)])
+
+
+def namespace_named(name: str) -> dict[str, Any]:
+    """A Namespace object (cluster-scoped)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "namespace": "", "uid": f"ns-{name}"},
+    }
+
+
+def policy_in(namespace: str) -> dict[str, Any]:
+    """A default-deny NetworkPolicy in ``namespace``."""
+    return {**network_policy("deny"), "metadata": {"name": "deny", "namespace": namespace}}
+
+
+async def test_two_workers_re_evaluate_namespaces_whoever_handled_the_policy(
+    settings: Any, bus: Bus, reader: Any
+) -> None:
+    """Namespaces and their NetworkPolicies spread over two workers: every finding follows.
+
+    Where a policy's partition and its namespace's belong to different workers, only the
+    changelog tells the namespace's owner; the test checks that some pairs are split so.
+    """
+    names = [f"team{n}" for n in range(8)]
+    await bus.baseline(BASELINE, name="itest", version="v1.0")
+    out = await reader(topics.Topic.FINDINGS)
+    async with running(settings) as first, running(settings) as second:
+        owned = [first._owned(), second._owned()]
+        assert all(owned), f"each worker should own partitions: {owned}"
+        assert first._publisher is not None
+        resources_topic = bus.name(topics.Topic.RESOURCES)
+
+        def owner(uid: str) -> int:
+            assert first._publisher is not None
+            partition = first._publisher.partition_for(resources_topic, f"{CLUSTER}/{uid}".encode())
+            return 0 if partition in owned[0] else 1
+
+        split = [name for name in names if owner(f"ns-{name}") != owner(f"np-{name}")]
+        assert split, "no namespace and policy on different workers: the test proves nothing"
+        for name in names:
+            await bus.resource(
+                resources.Change.ADDED, name, namespace_named(name), uid=f"ns-{name}"
+            )
+        await out.until(lambda rs: len(transitions(rs)) >= len(names))
+        for name in names:
+            await bus.resource(resources.Change.ADDED, "deny", policy_in(name), uid=f"np-{name}")
+        await out.until(lambda rs: len(transitions(rs)) >= 2 * len(names))
+        for name in names:
+            await bus.resource(resources.Change.DELETED, "deny", policy_in(name), uid=f"np-{name}")
+        await out.until(lambda rs: len(transitions(rs)) >= 3 * len(names))
+        records = await out.settle()
+    for name in names:
+        assert [t for uid, t in transitions(records) if uid == f"ns-{name}"] == [
+            "opened",
+            "resolved",
+            "opened",
+        ], name
