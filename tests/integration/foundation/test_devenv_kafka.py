@@ -34,15 +34,6 @@ Record = tuple[int, bytes, bytes, tuple[tuple[str, bytes], ...]]
 pytestmark = pytest.mark.timeout(300)
 
 
-def _free_port_pair() -> int:
-    # The broker takes <port> for clients and <port + 1> for its controller; both must be free.
-    for _ in range(50):
-        port = processes.free_port()
-        if port < 65535 and not processes.port_open(port + 1):
-            return port
-    pytest.fail("no two adjacent free ports on 127.0.0.1")
-
-
 @pytest.fixture(scope="module")
 def jar_dir() -> Path:
     """The Kafka jars, resolved from Maven Central on the first run and cached after."""
@@ -59,7 +50,8 @@ def broker(
     """A broker in a fresh state directory on free ports; stopped afterwards."""
     state_dir = tmp_path_factory.mktemp("kafka-state")
     try:
-        endpoint = kafka.start_broker(state_dir=state_dir, jar_dir=jar_dir, port=_free_port_pair())
+        port = processes.free_port_pair()  # clients on it, the controller on the next
+        endpoint = kafka.start_broker(state_dir=state_dir, jar_dir=jar_dir, port=port)
     except processes.DevEnvError as exc:
         kafka.kill_broker(state_dir=state_dir)
         pytest.fail(f"cannot start the Kafka broker: {exc}")

@@ -28,22 +28,14 @@ pytestmark = pytest.mark.integration
 UPDATES = 40
 
 
-def _free_port_pair() -> int:
-    # The broker takes <port> for clients and <port + 1> for its controller.
-    for _ in range(50):
-        port = processes.free_port()
-        if port < 65535 and not processes.port_open(port + 1):
-            return port
-    pytest.fail("no two adjacent free ports on 127.0.0.1")
-
-
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[Path, kafka.BrokerEndpoint, Path]]:
     """A broker of this test alone: (state dir, endpoint, jar dir); stopped afterwards."""
     state = tmp_path / "kafka"
     try:
         jars = kafka.ensure_jars()
-        endpoint = kafka.start_broker(state_dir=state, jar_dir=jars, port=_free_port_pair())
+        port = processes.free_port_pair()  # clients on it, the controller on the next
+        endpoint = kafka.start_broker(state_dir=state, jar_dir=jars, port=port)
     except processes.DevEnvError as exc:
         pytest.fail(f"cannot start a Kafka broker: {exc}")
     yield state, endpoint, jars

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import signal
 import socket
 import ssl
@@ -281,6 +282,40 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_pair(*, attempts: int = 200) -> int:
+    """A port ``p`` on 127.0.0.1 such that ``p`` and ``p + 1`` can both be listened on now.
+
+    Taken below the kernel's range of ephemeral ports: a port from that range (what binding
+    port 0 gives) can be taken at any moment by an outgoing connection's local end, so its
+    neighbour, checked free, could be gone by the time a server binds it.
+    """
+    low = _ephemeral_low()
+    rng = random.Random()  # noqa: S311 - a port number, not a secret
+    for _ in range(attempts):
+        port = rng.randrange(max(1024, low - 12_000), low - 1)
+        if _bindable(port) and _bindable(port + 1):
+            return port
+    raise DevEnvError(f"no two adjacent free ports below {low} on 127.0.0.1")
+
+
+def _ephemeral_low() -> int:
+    # The first port of the kernel's ephemeral range (32768 by default on Linux).
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii")
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def home_dir() -> Path:
