@@ -44,6 +44,7 @@ bench_app = typer.Typer(
 )
 
 _POLL_S = 0.01  # how often the end-to-end run checks the worker's progress
+_STALL_S = 120.0  # how long the worker may handle nothing before the run fails, saying so
 
 
 _OBJECTS = typer.Option(10_000, "--objects", min=1, help="Tracked objects.")
@@ -196,10 +197,21 @@ async def _consume(
 
     worker._on_resource = measured_handle  # type: ignore[method-assign]
     rss_before = _rss_bytes()
-    await worker.start()
     try:
-        while worker.processed < total:  # noqa: ASYNC110 - the app signals no progress events
+        await asyncio.wait_for(worker.start(), timeout=_STALL_S)
+    except TimeoutError as exc:
+        raise RuntimeError(f"the evaluate worker did not start within {_STALL_S:.0f} s") from exc
+    try:
+        seen, since = worker.processed, time.monotonic()
+        while worker.processed < total:  # the app signals no progress events: poll
             await asyncio.sleep(_POLL_S)
+            if worker.processed != seen:
+                seen, since = worker.processed, time.monotonic()
+            elif time.monotonic() - since > _STALL_S:
+                raise RuntimeError(
+                    f"the evaluate worker handled {seen} of {total} records, then nothing "
+                    f"for {_STALL_S:.0f} s"
+                )
         rss_after = _rss_bytes()
     finally:
         with contextlib.suppress(Exception):
