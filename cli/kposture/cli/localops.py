@@ -102,10 +102,8 @@ class ChildProcess:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(
-                    process.wait(),
-                    timeout=self.stop_timeout_s if timeout_s is None else timeout_s,
-                )
+                async with asyncio.timeout(self.stop_timeout_s if timeout_s is None else timeout_s):
+                    await process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()

@@ -145,11 +145,18 @@ class Publisher:
             if not (self._open or self._full):
                 self._waiting.clear()
                 await self._waiting.wait()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.linger_s)
+            await self._linger()
             self._wake.clear()
             if self._open or self._full:
                 await self.send()
+
+    async def _linger(self) -> None:
+        # Up to ``linger_s`` for the batch to fill. ``asyncio.timeout``, not ``wait_for``: on
+        # Python 3.11, ``wait_for`` returns normally when the wait ends in the turn of the
+        # loop that cancels the task, and the cancellation is lost (the worker never stops).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.linger_s):
+                await self._wake.wait()
 
     def _on_sent(self, future: asyncio.Future[Any]) -> None:
         self._sent.discard(future)

@@ -179,8 +179,11 @@ class Dispatcher(Generic[T]):
         if wait.until is not None:
             # The cap is a safety net: a canary always settles, but a lost wake-up must not
             # park a finding for ever.
+            # ``asyncio.timeout``, not ``wait_for``: on Python 3.11 the latter loses a
+            # cancellation that comes as the wait ends, and the dispatcher would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(wait.until), wait.retry_after_s)
+                async with asyncio.timeout(wait.retry_after_s):
+                    await asyncio.shield(wait.until)
             return
         await self._sleep(wait.retry_after_s)
         while wait.ready is not None and not wait.ready():

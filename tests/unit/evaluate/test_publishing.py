@@ -123,14 +123,14 @@ async def test_an_idle_sender_sleeps_until_a_record_comes_then_sends_it(
     publisher = publishing.Publisher(producer, linger_s=0.001)
     await publisher.prepare(["findings"])
     waits = 0
-    real_wait_for = asyncio.wait_for
+    real_linger = publishing.Publisher._linger
 
-    async def counting_wait_for(awaitable: Any, limit: float | None) -> Any:
+    async def counting_linger(self: publishing.Publisher) -> None:
         nonlocal waits
         waits += 1
-        return await real_wait_for(awaitable, limit)
+        await real_linger(self)
 
-    monkeypatch.setattr(asyncio, "wait_for", counting_wait_for)
+    monkeypatch.setattr(publishing.Publisher, "_linger", counting_linger)
     task = asyncio.create_task(publisher.run())
     await asyncio.sleep(0.05)  # 50 linger periods of nothing
     assert waits == 0
@@ -144,3 +144,23 @@ async def test_an_idle_sender_sleeps_until_a_record_comes_then_sends_it(
     task.cancel()
     assert [b.records for _, _, b in producer.sent] == [[(b"k0", b"v")], [(b"k1", b"v")]]
     assert waits <= 4  # a linger wait per record (two), not one per period
+
+
+async def test_a_cancel_as_a_batch_fills_stops_the_sender() -> None:
+    """Cancelled in the very turn of the loop that wakes it, the sender still stops.
+
+    (On Python 3.11, ``asyncio.wait_for`` returns normally when the awaited wait ends as the
+    task is cancelled: the cancellation was lost and a worker's stop waited for ever.)
+    """
+    producer = FakeProducer(batch_size=3)
+    publisher = publishing.Publisher(producer, linger_s=10.0)
+    await publisher.prepare(["findings"])
+    task = asyncio.create_task(publisher.run())
+    publisher.put("findings", key=b"k0", value=b"v", headers=[], partition=0)
+    await asyncio.sleep(0.01)  # the sender lingers, waiting for the batch to fill
+    for n in range(1, 4):  # fills it, which wakes the sender...
+        publisher.put("findings", key=b"k%d" % n, value=b"v", headers=[], partition=0)
+    task.cancel()  # ...and it is cancelled before it runs again
+    done, _ = await asyncio.wait([task], timeout=2.0)
+    assert done == {task}, "the cancelled sender is still running"
+    assert task.cancelled()

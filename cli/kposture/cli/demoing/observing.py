@@ -193,7 +193,8 @@ class Observer(localops.TopicReader):
                 return None
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=remaining)
+                    async with asyncio.timeout(remaining):  # not wait_for, which can lose a cancel
+                        await self._changed.wait()
 
     async def quiet(self, *, for_s: float, timeout_s: float) -> bool:
         """Wait until no finding or audit record arrived for ``for_s``; False on timeout."""
