@@ -525,6 +525,13 @@ class EvaluateApp:
         self._concerned(update, before)
 
     def _inventory_changing(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
+        # Called inside faust's changelog apply: nothing may escape (a sweep corrects a miss).
+        try:
+            self._follow_inventory(key, old, new)
+        except Exception:
+            log.exception("an inventory change could not be followed", extra={"key": key})
+
+    def _follow_inventory(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
         # Another worker's change, which this worker's copy is about to take in from the
         # changelog (the table still shows ``old``). Its concerned objects are worked out
         # once the change (or faust's whole changelog batch) is in place. Without a key index
@@ -691,13 +698,20 @@ class EvaluateApp:
                 await asyncio.sleep(0)
 
     def _namespace_changed(self, key: bytes, old: Any, new: Any) -> None:
+        # Called inside a table write (faust's, or the stream's): nothing may escape.
+        try:
+            self._follow_namespace(key, old, new)
+        except Exception:
+            log.exception("a namespace change could not be followed", extra={"key": key})
+
+    def _follow_namespace(self, key: bytes, old: Any, new: Any) -> None:
         # A namespace object changed in this worker's copy (its own write, or another
         # worker's through the changelog): its labels decide namespaceSelector matches, and
         # with its annotations owners and criticality. Re-evaluate this worker's objects in it
         # once the change (or faust's whole changelog batch) is in place. Without an index
         # yet, a sweep is due that evaluates every object with the table as it is then.
-        if self._by_partition is None:
-            return
+        if self._by_partition is None or _namespace_facts(old) == _namespace_facts(new):
+            return  # no sweep due, and nothing its objects read changed (most edits: annotations)
         self._changed_namespaces.add(key)
         if not self._namespaces_scheduled:
             self._namespaces_scheduled = True
@@ -869,6 +883,21 @@ class _Direct:
         """Before faust is built: an empty table (of the kind ``of`` will give) with no
         changelog."""
         return cls(data(), "")
+
+
+def _namespace_facts(raw: bytes | None) -> tuple[object, ...] | None:
+    # What the objects in a namespace read of its object: its labels (namespaceSelector
+    # matches, criticality, owner) and its owner annotations. ``None``: no namespace object.
+    if raw is None:
+        return None
+    try:
+        metadata = orjson.loads(raw).get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        annotations = metadata.get("annotations") or {}
+        owners = {key: annotations[key] for key in tracking.OWNER_KEYS if key in annotations}
+        return sorted(labels.items()), sorted(owners.items())
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return (raw,)  # not an object with mappings: compared as it is
 
 
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:
