@@ -28,7 +28,7 @@ GC_THRESHOLDS = (10_000, 10, 10)
 A service allocates a few short-lived containers per record; at 700 the youngest generation
 was collected every few records and promoted enough survivors that a full collection over the
 whole heap (0.25-0.34 s with 5,000 objects' state) ran every ~20,000 records. Measured on an
-evaluate worker over 20,000 updates: collector time 0.33-0.53 s at the default, 0.08-0.13 s
+evaluate worker over 20,000 updates: collector time 0.33-0.55 s at the default, 0.08-0.15 s
 here. Garbage with reference cycles waits longer, a few MiB at most.
 """
 

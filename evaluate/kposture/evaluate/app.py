@@ -133,17 +133,15 @@ class EvaluateApp:
         # the first sweep after a rebalance (one pass over the table) and kept current by
         # ``_store`` from then on.
         self._by_partition: dict[int, dict[tuple[str, str], dict[bytes, None]]] | None = None
-        # Namespaces whose object changed since the objects in them were last re-evaluated
-        # for it (``_namespace_changed``), and whether that re-evaluation is scheduled.
+        # Changes of the global tables that this worker's objects have not been re-evaluated
+        # for yet (``_follow_namespace``, ``_follow_inventory``): namespaces whose object
+        # changed, and other workers' inventory changes with the surroundings they replaced.
+        # ``_after_changes`` handles both, once the change is in place.
         self._changed_namespaces: set[bytes] = set()
-        self._namespaces_scheduled = False
+        self._changed_entries: list[tuple[inventory.Update, dict[str, Any]]] = []
+        self._follow_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._origin = uuid.uuid4().hex  # names this worker in its re-evaluation requests
-        # Other workers' inventory changes that this worker's copy took in since its objects
-        # were last re-evaluated for them, with the surroundings they replaced
-        # (``_inventory_changing``), and whether that re-evaluation is scheduled.
-        self._changed_entries: list[tuple[inventory.Update, dict[str, Any]]] = []
-        self._entries_scheduled = False
         self._writing = False  # set while this worker writes the inventory itself
         self.processed = 0
         """Resource records handled so far (evaluated, skipped or dead-lettered)."""
@@ -274,12 +272,14 @@ class EvaluateApp:
         objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
         self._objects = _Direct.of(objects)
         self._namespaces = _Direct.of(global_table("namespaces"), data=watched.Watched)
-        cast(watched.Watched, self._namespaces.data).listener = self._namespace_changed
+        namespaces = cast(watched.Watched, self._namespaces.data)
+        namespaces.listener = _guarded(self._follow_namespace, "a namespace change")
         # What cross-object checks read arrives on any partition, so every worker keeps all
         # of it (reduced to ``inventory`` entries, indexed by cluster, namespace and view).
         self._inventory_table = _Direct.of(global_table("inventory"), data=inventory.Indexed)
-        self._entries.listener = self._inventory_changing
+        self._entries.listener = _guarded(self._follow_inventory, "an inventory change")
         self._changed_entries.clear()
+        self._changed_namespaces.clear()
         self._shares = _Direct.of(global_table("posture-shares"), data=posture.Shares)
         self._inventories.clear()
 
@@ -514,7 +514,7 @@ class EvaluateApp:
         # This worker's own change: keep the global table current, then re-evaluate the
         # concerned objects of the partitions this worker owns. Every other worker does the
         # same for its own partitions when the changelog brings it the change
-        # (``_inventory_changing``), so each object is re-evaluated by its owner against a
+        # (``_follow_inventory``), so each object is re-evaluated by its owner against a
         # copy that shows the change.
         before = self._surroundings_before(update, stored=self._entries.get(update.key))
         self._writing = True
@@ -523,13 +523,6 @@ class EvaluateApp:
         finally:
             self._writing = False
         self._concerned(update, before)
-
-    def _inventory_changing(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
-        # Called inside faust's changelog apply: nothing may escape (a sweep corrects a miss).
-        try:
-            self._follow_inventory(key, old, new)
-        except Exception:
-            log.exception("an inventory change could not be followed", extra={"key": key})
 
     def _follow_inventory(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
         # Another worker's change, which this worker's copy is about to take in from the
@@ -542,17 +535,7 @@ class EvaluateApp:
         if update is None:
             return
         self._changed_entries.append((update, self._surroundings_before(update, stored=old)))
-        if not self._entries_scheduled:
-            self._entries_scheduled = True
-            asyncio.get_running_loop().call_soon(self._after_inventory_changes)
-
-    def _after_inventory_changes(self) -> None:
-        self._entries_scheduled = False
-        changes, self._changed_entries = self._changed_entries, []
-        if self._by_partition is None:
-            return  # a rebalance began: its sweep evaluates everything
-        for update, before in changes:
-            self._concerned(update, before)
+        self._schedule_follow()
 
     def _surroundings_before(
         self, update: inventory.Update, *, stored: bytes | None
@@ -697,13 +680,6 @@ class EvaluateApp:
             if done % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
 
-    def _namespace_changed(self, key: bytes, old: Any, new: Any) -> None:
-        # Called inside a table write (faust's, or the stream's): nothing may escape.
-        try:
-            self._follow_namespace(key, old, new)
-        except Exception:
-            log.exception("a namespace change could not be followed", extra={"key": key})
-
     def _follow_namespace(self, key: bytes, old: Any, new: Any) -> None:
         # A namespace object changed in this worker's copy (its own write, or another
         # worker's through the changelog): its labels decide namespaceSelector matches, and
@@ -713,18 +689,26 @@ class EvaluateApp:
         if self._by_partition is None or _namespace_facts(old) == _namespace_facts(new):
             return  # no sweep due, and nothing its objects read changed (most edits: annotations)
         self._changed_namespaces.add(key)
-        if not self._namespaces_scheduled:
-            self._namespaces_scheduled = True
-            asyncio.get_running_loop().call_soon(self._after_namespace_changes)
+        self._schedule_follow()
 
-    def _after_namespace_changes(self) -> None:
-        self._namespaces_scheduled = False
-        changed, self._changed_namespaces = self._changed_namespaces, set()
+    def _schedule_follow(self) -> None:
+        # The listeners run inside a table write: the rest waits for the next turn of the
+        # loop, when the change (or faust's whole changelog batch) is in place.
+        if not self._follow_scheduled:
+            self._follow_scheduled = True
+            asyncio.get_running_loop().call_soon(self._after_changes)
+
+    def _after_changes(self) -> None:
+        self._follow_scheduled = False
+        namespaces, self._changed_namespaces = self._changed_namespaces, set()
+        entries, self._changed_entries = self._changed_entries, []
         index = self._by_partition
         if index is None:
             return  # a rebalance began: its sweep evaluates everything
+        for update, before in entries:
+            self._concerned(update, before)
         owned = self._owned()
-        for ns_key in sorted(changed):
+        for ns_key in sorted(namespaces):
             cluster, _, namespace = ns_key.decode().rpartition("/")
             keys = {
                 key
@@ -898,6 +882,18 @@ def _namespace_facts(raw: bytes | None) -> tuple[object, ...] | None:
         return sorted(labels.items()), sorted(owners.items())
     except (orjson.JSONDecodeError, AttributeError, TypeError):
         return (raw,)  # not an object with mappings: compared as it is
+
+
+def _guarded(follow: watched.Listener, what: str) -> watched.Listener:
+    # A table listener runs inside faust's changelog apply or the stream's own write: an
+    # error must not escape there (the next sweep corrects what was missed).
+    def listener(key: bytes, old: Any, new: Any) -> None:
+        try:
+            follow(key, old, new)
+        except Exception:
+            log.exception("%s could not be followed", what, extra={"key": key})
+
+    return listener
 
 
 def _headers(headers: Any) -> Sequence[tuple[str, bytes]]:
