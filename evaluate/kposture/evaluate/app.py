@@ -10,13 +10,21 @@ owners and criticality can see them; when a namespace object changes in a worker
 own write, or another worker's through the changelog), that worker re-evaluates its objects
 in the namespace. The kinds that cross-object checks and priority read
 (NetworkPolicies, RBAC objects, ServiceAccounts, Services, Ingresses, Pods and workloads) go,
-reduced, to the ``inventory`` global table (``inventory``); a change there sends re-evaluation
-requests (one record per partition) for the objects whose checks or priority it concerns.
-Each worker does this for its own partitions only, for its own changes at once and for
-other workers' when the changelog brings them to its copy: an object is re-evaluated by its
-owner against a copy that shows the change.
+reduced, to the ``inventory`` global table (``inventory``); a change there queues the objects
+whose checks or priority it concerns for re-evaluation. Each worker does this for its own
+partitions only, for its own changes at once and for other workers' when the changelog brings
+them to its copy: an object is re-evaluated by its owner against a copy that shows the change.
+The queue is worked off between two batches of records (``_reevaluate``), each object once
+however many changes concerned it meanwhile, from the table as it is then. It is not durable
+and need not be: every partition assignment (a restart, a rebalance) sweeps all the objects.
 Records that cannot be decoded or evaluated go to the ``dlq`` topic with the reason, and the
 stream goes on.
+
+The global tables' changelog records reach each worker through the same fetch loop: past
+recovery, ``_take_changelog`` applies other workers' records to the worker's copy and skips its
+own (named by a header), which its copy shows already; faust's per-record changelog path costs
+several times more, and applying a worker's own record again could show an older value of
+the key for a while when a later write of it was still on its way back.
 
 Posture: each worker writes its partitions' shares of every scope to the ``posture-shares``
 global table; the owner of partition 0 adds them up and publishes the snapshots
@@ -82,9 +90,11 @@ INVENTORIES_CACHED = 4096
 SWEEP_YIELD_EVERY = 200
 """Objects re-evaluated by a sweep between two yields to the event loop."""
 SWEEP_KEY = b"sweep"
-"""The key of a whole-partition sweep record; any other key is a re-evaluation request's."""
-REQUEST_KEY = b"re-evaluate"
-"""The key of a request to re-evaluate some objects of one partition after an inventory change."""
+"""The key of a whole-partition sweep record (workers before this one also sent re-evaluation
+requests on the sweep topic, under other keys: they are skipped, as the changelog brings their
+change here, and this worker follows it itself)."""
+WRITER_HEADER = "kposture-writer"
+"""The header that names the worker which wrote a global table's changelog record."""
 
 
 class EvaluateApp:
@@ -140,9 +150,16 @@ class EvaluateApp:
         self._changed_namespaces: set[bytes] = set()
         self._changed_entries: list[tuple[inventory.Update, dict[str, Any]]] = []
         self._follow_scheduled = False
+        # This worker's objects due for re-evaluation after a change they read (key: whether
+        # only their priority can have moved), and the signal that there are some.
+        self._due: dict[bytes, bool] = {}
+        self._due_signal = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._origin = uuid.uuid4().hex  # names this worker in its re-evaluation requests
         self._writing = False  # set while this worker writes the inventory itself
+        # Names this worker in its global tables' changelog records, so it does not apply
+        # them again when they come back (``_take_changelog``).
+        self._writer = uuid.uuid4().hex.encode()
+        self._shared: dict[str, _Direct] = {}  # the global tables, by changelog topic
         self.processed = 0
         """Resource records handled so far (evaluated, skipped or dead-lettered)."""
 
@@ -189,6 +206,7 @@ class EvaluateApp:
             ("evaluate-publisher", self._publisher.run()),
             ("evaluate-policy", self._follower.follow(self._on_policy)),
             ("evaluate-sweeps", self._send_sweeps()),
+            ("evaluate-reevaluate", self._reevaluate()),
             ("evaluate-posture", publish),
             ("evaluate-expiry", expired),
         ):
@@ -271,16 +289,22 @@ class EvaluateApp:
         self._sweep_topic = topic(f"{evaluate.app_id}-sweep", partitions=partitions, internal=True)
         objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
         self._objects = _Direct.of(objects)
-        self._namespaces = _Direct.of(global_table("namespaces"), data=watched.Watched)
+        self._namespaces = _Direct.of(global_table("namespaces"), data=watched.Watched, shared=True)
         namespaces = cast(watched.Watched, self._namespaces.data)
         namespaces.listener = _guarded(self._follow_namespace, "a namespace change")
         # What cross-object checks read arrives on any partition, so every worker keeps all
         # of it (reduced to ``inventory`` entries, indexed by cluster, namespace and view).
-        self._inventory_table = _Direct.of(global_table("inventory"), data=inventory.Indexed)
+        self._inventory_table = _Direct.of(
+            global_table("inventory"), data=inventory.Indexed, shared=True
+        )
         self._entries.listener = _guarded(self._follow_inventory, "an inventory change")
         self._changed_entries.clear()
         self._changed_namespaces.clear()
-        self._shares = _Direct.of(global_table("posture-shares"), data=posture.Shares)
+        self._shares = _Direct.of(global_table("posture-shares"), data=posture.Shares, shared=True)
+        self._shared = {
+            table.changelog: table
+            for table in (self._namespaces, self._inventory_table, self._shares)
+        }
         self._inventories.clear()
 
         async def evaluate_resources(stream: Any) -> None:
@@ -294,8 +318,8 @@ class EvaluateApp:
                 message = event.message
                 if message.key == SWEEP_KEY:
                     await self._sweep(message.partition)
-                else:  # some objects to re-evaluate after an inventory change
-                    await self._reevaluate(message.value)
+                else:
+                    log.debug("skipped a re-evaluation request from an earlier version")
 
         # Registered by call, not as decorators: faust's decorators are untyped.
         app.agent(resources, name="evaluate-resources")(evaluate_resources)
@@ -303,6 +327,7 @@ class EvaluateApp:
 
         async def assigned(sender: Any, assigned: Iterable[Any], **_: Any) -> None:
             self._by_partition = None  # recovery is about to write the table behind our back
+            self._due.clear()  # the sweep that follows re-evaluates everything
             mine = {tp.partition for tp in assigned if tp.topic == resources.get_topic_name()}
             self.readiness.report("partitions", ok=True, detail=f"{len(mine)} assigned")
             if mine:
@@ -318,8 +343,45 @@ class EvaluateApp:
         app.on_partitions_assigned.connect(assigned)
         app.on_partitions_revoked.connect(revoked)
         _flush_before_commit(app, self._publisher)
-        batching.install(app.consumer, topic=resources.get_topic_name(), handle=self._on_resources)
+        batching.install(
+            app.consumer,
+            topic=resources.get_topic_name(),
+            handle=self._on_resources,
+            take=self._take_changelog,
+        )
         return app
+
+    def _take_changelog(self, message: Any) -> bool:
+        # A global table's changelog record once recovery is over: applied to this worker's
+        # copy here, as faust's recovery would (to the store's data, so the listeners see it)
+        # but without its queue, event and tasks per record. A record this worker wrote is
+        # in its copy already, and applying it again could undo a later write of the key
+        # for a while. During recovery, or while faust still holds records it has not
+        # applied, faust applies them all, in order.
+        table = self._shared.get(message.topic)
+        if table is None:
+            return False
+        recovery = self._faust.tables.recovery
+        tp = message.tp
+        if (
+            recovery.in_recovery
+            or tp not in recovery.active_tps
+            or not self._faust.tables.changelog_queue.empty()
+        ):
+            return False
+        seen = recovery.active_offsets.get(tp)
+        if seen is not None and message.offset <= seen:
+            return True  # read already
+        recovery.active_offsets[tp] = message.offset  # where a later recovery goes on from
+        if any(
+            name == WRITER_HEADER and value == self._writer for name, value in message.headers or ()
+        ):
+            return True
+        if message.value is None:
+            table.data.pop(message.key, None)
+        else:
+            table.data[message.key] = message.value
+        return True
 
     def _on_resources(self, messages: Iterable[Any]) -> None:
         for message in messages:
@@ -476,38 +538,34 @@ class EvaluateApp:
         else:
             table.data[key] = value
         assert self._publisher is not None  # set before faust starts
-        self._publisher.put(table.changelog, key=key, value=value, headers=[], partition=partition)
+        headers = [(WRITER_HEADER, self._writer)] if table.shared else []
+        self._publisher.put(
+            table.changelog, key=key, value=value, headers=headers, partition=partition
+        )
 
     # -- cross-object checks ---------------------------------------------------------------
 
-    def _inventory(
-        self, cluster: str, ref: Any, *, overlay: inventory.Update | None = None
-    ) -> dict[str, Any] | None:
+    def _inventory(self, cluster: str, ref: Any) -> dict[str, Any] | None:
         assert self.processor is not None  # set before faust starts
         views = self.processor.needs_inventory(ref)
         if not views or not views <= self._kept_views:
             return None  # nearly every kind: no cross-object check, nothing to assemble
         table = self._entries
         scope = inventory.scope_of(ref)
-        # An overlay is a one-off view (a change the table may not show yet): never kept.
-        kept = overlay is None
-        if kept:
-            versions = table.versions_of(cluster, scope, sorted(views))
-            cached = self._inventories.get((cluster, scope, views))
-            if cached is not None and cached[0] == versions:
-                return cached[1]  # the same object as last time: the processor knows its digest
+        versions = table.versions_of(cluster, scope, sorted(views))
+        cached = self._inventories.get((cluster, scope, views))
+        if cached is not None and cached[0] == versions:
+            return cached[1]  # the same object as last time: the processor knows its digest
         assembled = inventory.assemble(
             table,
             cluster=cluster,
             namespace=scope,
             views=sorted(views),
-            overlay=overlay,
             parsed=self._parsed_entries,
         )
-        if kept:
-            if len(self._inventories) >= INVENTORIES_CACHED:
-                self._inventories.clear()
-            self._inventories[(cluster, scope, views)] = (versions, assembled)
+        if len(self._inventories) >= INVENTORIES_CACHED:
+            self._inventories.clear()
+        self._inventories[(cluster, scope, views)] = (versions, assembled)
         return assembled
 
     def _on_inventory(self, update: inventory.Update, *, partition: int) -> None:
@@ -548,9 +606,8 @@ class EvaluateApp:
         return {ns: self._surroundings_of(update.cluster, ns) for ns in scopes}
 
     def _concerned(self, update: inventory.Update, before: Mapping[str, Any]) -> None:
-        # After ``update`` is in the table: ask each partition this worker owns to re-evaluate
-        # its objects that the update concerns (their state, and the right to write it, live
-        # there): those whose cross-object checks read the entry, and the pods and pod
+        # After ``update`` is in the table: queue this worker's objects that it concerns for
+        # re-evaluation: those whose cross-object checks read the entry, and the pods and pod
         # templates whose priority it moved.
         table = self._entries
         targets = self._keys_of_targets(update.cluster, update.targets) if update.targets else set()
@@ -564,43 +621,17 @@ class EvaluateApp:
             exposed |= inventory.pod_keys(
                 table, update.cluster, ns, accounts=accounts, parsed=self._parsed_entries
             )
-        owned = self._owned()
-        self._request(update, targets, priority_only=False, owned=owned)
-        self._request(update, exposed - targets, priority_only=True, owned=owned)
+        self._queue(targets, priority_only=False)
+        self._queue(exposed - targets, priority_only=True)
 
-    def _request(
-        self,
-        update: inventory.Update,
-        keys: set[bytes],
-        *,
-        priority_only: bool,
-        owned: set[int] | None = None,
-    ) -> None:
-        # ``owned``: the partitions to ask; the objects of the others are left to their owners.
-        if not keys:
-            return
-        assert self._publisher is not None  # set before faust starts
-        by_partition: dict[int, list[bytes]] = {}
-        resources_topic = self._names[topics.Topic.RESOURCES]
+    def _queue(self, keys: Iterable[bytes], *, priority_only: bool) -> None:
+        # Objects to re-evaluate soon; one queued for its checks stays so. Keys this worker
+        # does not own (another worker's objects, or a standby copy's) are dropped then.
+        due = self._due
         for key in keys:
-            by_partition.setdefault(self._publisher.partition_for(resources_topic, key), []).append(
-                key
-            )
-        for target_partition, listed in sorted(by_partition.items()):
-            if owned is not None and target_partition not in owned:
-                continue
-            # One request per partition, to the partition that owns the objects. Through the
-            # publisher, so it is acknowledged before the offset of the record that caused
-            # it is committed: a crash cannot lose it.
-            self._publisher.put(
-                self._sweep_topic.get_topic_name(),
-                key=REQUEST_KEY,
-                value=inventory.encode_request(
-                    update, origin=self._origin, objects=listed, priority_only=priority_only
-                ),
-                headers=[],
-                partition=target_partition,
-            )
+            due[key] = priority_only and due.get(key, True)
+        if due:
+            self._due_signal.set()
 
     def _keys_of_targets(self, cluster: str, targets: Iterable[inventory.Target]) -> set[bytes]:
         """The resources keys (``<cluster>/<uid>``) of the objects ``targets`` name.
@@ -646,39 +677,37 @@ class EvaluateApp:
         """The inventory table's data (``_Direct.of`` made it an ``inventory.Indexed``)."""
         return cast(inventory.Indexed, self._inventory_table.data)
 
-    async def _reevaluate(self, value: bytes | None) -> None:
-        # Some objects, after an inventory or namespace change. Requests come from this
-        # worker, which reads its own table. One from another worker (an earlier version
-        # sent them across) carries its change because this worker's copy of the global
-        # table may not show it yet (the changelog can lag). This worker's own requests read
-        # the table as it is: a request is read after every record before it, so its change
-        # may have been undone since, which applying it again would bring back.
+    async def _reevaluate(self) -> None:
+        # Works off ``_due`` between two batches of records (which queue while it waits), so
+        # an object concerned by many changes meanwhile is re-evaluated once, against the
+        # table as it is then. Each object is re-evaluated by the worker that owns its
+        # partition, which writes its state to that partition's changelog.
         assert self.processor is not None  # set before faust starts
-        try:
-            request = inventory.decode_request(value or b"")
-        except ValueError:
-            log.warning("not a re-evaluation request, skipped")
-            return
-        overlay = None if request.origin == self._origin else request.update
-        for done, key in enumerate(request.objects, start=1):
-            raw = self._objects.data.get(key)
-            if raw is None:
-                continue  # deleted since, or never seen: nothing stored to re-evaluate
-            state = processing.decode_state(raw)
-            if request.priority_only and not state.open:
-                continue  # no finding whose priority could move
-            try:
-                step = self.processor.sweep(
-                    state,
-                    namespace_obj=self._namespace(state.cluster, state.ref.namespace),
-                    inventory=self._inventory(state.cluster, state.ref, overlay=overlay),
-                )
-            except Exception:  # one bad object must not stop the sweep agent
-                log.exception("re-evaluation failed", extra={"key": key})
-                continue
-            self._apply(key, step, partition=state.partition)
-            if done % SWEEP_YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        while True:
+            await self._due_signal.wait()
+            self._due_signal.clear()
+            due, self._due = self._due, {}
+            owned = self._owned()
+            for done, (key, priority_only) in enumerate(due.items(), start=1):
+                raw = self._objects.data.get(key)
+                if raw is None:
+                    continue  # deleted since, or never seen: nothing stored to re-evaluate
+                state = processing.decode_state(raw)
+                if state.partition not in owned or (priority_only and not state.open):
+                    continue  # another worker's now, or no finding whose priority could move
+                try:
+                    step = self.processor.sweep(
+                        state,
+                        namespace_obj=self._namespace(state.cluster, state.ref.namespace),
+                        inventory=self._inventory(state.cluster, state.ref),
+                    )
+                except Exception:  # one bad object must not stop the others
+                    log.exception("re-evaluation failed", extra={"key": key})
+                    continue
+                self._apply(key, step, partition=state.partition)
+                if done % SWEEP_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                    owned = self._owned()  # a rebalance may have begun meanwhile
 
     def _follow_namespace(self, key: bytes, old: Any, new: Any) -> None:
         # A namespace object changed in this worker's copy (its own write, or another
@@ -716,10 +745,7 @@ class EvaluateApp:
                 if partition in owned
                 for key in scopes.get((cluster, namespace), ())
             }
-            # Through a request of this worker's own, like an inventory change: its value
-            # is never read (no overlay), the objects are read from the table then.
-            update = inventory.Update(cluster=cluster, key=ns_key, value=None, targets=frozenset())
-            self._request(update, keys, priority_only=False)
+            self._queue(keys, priority_only=False)
 
     def _namespace(self, cluster: str, namespace: str) -> Mapping[str, Any] | None:
         if not namespace:
@@ -843,10 +869,15 @@ class _Direct:
 
     data: Any
     changelog: str
+    shared: bool = False  # a global table: every worker keeps all of it
 
     @classmethod
     def of(
-        cls, table: Any, *, data: Callable[[dict[bytes, Any]], dict[bytes, Any]] | None = None
+        cls,
+        table: Any,
+        *,
+        data: Callable[[dict[bytes, Any]], dict[bytes, Any]] | None = None,
+        shared: bool = False,
     ) -> _Direct:
         # The memory store keeps a plain dict: using it directly skips two Python-level
         # mapping layers per event (any other store is used through its mapping interface).
@@ -859,7 +890,9 @@ class _Direct:
                 raise TypeError(f"table {table.name!r} is not kept in memory: it cannot be indexed")
             inner = store.data = data(inner)
         return cls(
-            inner if isinstance(inner, dict) else store, table.changelog_topic.get_topic_name()
+            inner if isinstance(inner, dict) else store,
+            table.changelog_topic.get_topic_name(),
+            shared,
         )
 
     @classmethod

@@ -11,7 +11,10 @@ service awaits) with one that keeps faust's bookkeeping for every record, as fau
 does it: the read offset per partition, the gaps that a compacted topic leaves between
 offsets, ``commit_every`` and acks. The records of one topic are then collected per fetched
 batch and handed to a synchronous handler, and acked once it returns; records of every other
-topic (table changelogs, internal topics) still go through faust's callback exactly as before.
+topic (table changelogs, internal topics) go through faust's callback exactly as before, unless
+``take`` (optional) takes them: it is given each such record first and returns whether it dealt
+with it itself (the evaluate app applies global tables' changelog records this way once their
+recovery is over).
 The fetch itself is faust's ``getmany`` minus its per-record monitor calls. Commits and
 rebalances stay faust's: a record is committed once acked, and a batch fetched in a
 consumer generation that has ended is dropped unacked (the partition's new owner reads it).
@@ -56,14 +59,17 @@ REQUIRED = (
 """The consumer attributes the replacement loop relies on."""
 
 Handler = Callable[[Sequence[Any]], None]
+Taker = Callable[[Any], bool]
 
 
-def install(consumer: Any, *, topic: str, handle: Handler) -> None:
+def install(consumer: Any, *, topic: str, handle: Handler, take: Taker | None = None) -> None:
     """Make ``consumer`` (faust's) hand ``topic``'s records to ``handle`` in batches.
 
     ``handle`` receives faust ``Message`` objects (``topic``, ``partition``, ``offset``,
     ``key``, ``value``, ``headers``) in offset order per partition. It must deal with every
     record itself (dead-letter what it cannot process): when it returns, they are acked.
+    ``take`` sees the records of every other topic first; those it returns true for never
+    reach faust's callback.
     """
     missing = [name for name in REQUIRED if not hasattr(consumer, name)]
     if missing:
@@ -73,12 +79,14 @@ def install(consumer: Any, *, topic: str, handle: Handler) -> None:
         )
 
     async def drain(fetcher: Any) -> None:
-        await _drain(consumer, fetcher, topic=topic, handle=handle)
+        await _drain(consumer, fetcher, topic=topic, handle=handle, take=take)
 
     consumer._drain_messages = drain
 
 
-async def _drain(consumer: Any, fetcher: Any, *, topic: str, handle: Handler) -> None:
+async def _drain(
+    consumer: Any, fetcher: Any, *, topic: str, handle: Handler, take: Taker | None = None
+) -> None:
     callback = consumer.callback
     consumer_stopped = consumer._stopped.is_set
     fetcher_stopped = fetcher._stopped.is_set
@@ -104,6 +112,8 @@ async def _drain(consumer: Any, fetcher: Any, *, topic: str, handle: Handler) ->
                 await consumer.commit()
             if message.topic == topic:
                 batch.append(message)
+            elif take is not None and take(message):
+                pass  # dealt with (acks are not enabled for changelogs: nothing to ack)
             else:
                 await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
             read_offset[tp] = offset

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -553,7 +553,6 @@ def assemble(
     cluster: str,
     namespace: str | None,
     views: Iterable[str],
-    overlay: Update | None = None,
     parsed: dict[bytes, Any] | None = None,
 ) -> dict[str, Any]:
     """One object's inventory: ``{view: [distinct entries]}`` for each of ``views``.
@@ -562,10 +561,8 @@ def assemble(
     entries, or every namespace's for ``None``; cluster-scoped views hold the cluster's. Each
     view lists its distinct entries ordered by their encoding, so equal inventories are equal
     lists (and digest equally). ``table`` is ``Indexed`` (a plain mapping works too, by a
-    scan). ``overlay`` is a change that this worker's table may not show yet: the worker that
-    handled the event wrote it, and the changelog carrying it here can lag behind the
-    re-evaluation request. ``parsed`` caches decoded entries between calls (they are shared
-    between inventories and must not be modified).
+    scan). ``parsed`` caches decoded entries between calls (they are shared between
+    inventories and must not be modified).
     """
     cache: dict[bytes, Any] = {} if parsed is None else parsed
     if len(cache) > PARSED_CACHED:
@@ -575,11 +572,6 @@ def assemble(
         view = BY_NAME[name]
         scope = namespace if view.namespaced else ""
         items = _entries(table, cluster, scope, name)
-        if overlay is not None and _within(overlay.key, cluster, scope, name):
-            if overlay.value is None:
-                items.pop(overlay.key, None)
-            else:
-                items[overlay.key] = overlay.value
         inventory[name] = [parsed_entry(raw, cache) for raw in sorted(set(items.values()))]
     return inventory
 
@@ -601,54 +593,6 @@ def _entries(
         namespaces = table.namespaces_of(cluster) if namespace is None else [namespace]
         return {key: table[key] for ns in namespaces for key in table.keys_of(cluster, ns, view)}
     return {key: value for key, value in table.items() if _within(key, cluster, namespace, view)}
-
-
-class Request(NamedTuple):
-    """A re-evaluation request: who sent it, the change, the objects to re-evaluate, and
-    whether only their priority can have moved (their checks read nothing that changed)."""
-
-    origin: str
-    update: Update
-    objects: tuple[bytes, ...]
-    priority_only: bool = False
-
-
-def encode_request(
-    update: Update, *, origin: str, objects: Iterable[bytes], priority_only: bool = False
-) -> bytes:
-    """The value of a request from worker ``origin`` to re-evaluate ``objects`` (resources
-    keys, all on one partition) after ``update``."""
-    return codec.canonical(
-        {
-            "origin": origin,
-            "priority_only": priority_only,
-            "cluster": update.cluster,
-            "key": update.key.decode(),
-            "value": None if update.value is None else update.value.decode(),
-            "targets": sorted(update.targets),
-            "objects": sorted(key.decode() for key in objects),
-        }
-    )
-
-
-def decode_request(data: bytes) -> Request:
-    """A request's content (``ValueError`` if it is not one)."""
-    try:
-        loaded = orjson.loads(data)
-        update = Update(
-            cluster=str(loaded["cluster"]),
-            key=str(loaded["key"]).encode(),
-            value=None if loaded["value"] is None else str(loaded["value"]).encode(),
-            targets=frozenset(
-                (str(kind), str(ns), str(name)) for kind, ns, name in loaded["targets"]
-            ),
-        )
-        objects = tuple(str(key).encode() for key in loaded["objects"])
-        return Request(
-            str(loaded["origin"]), update, objects, bool(loaded.get("priority_only", False))
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"not a re-evaluation request: {data[:80]!r}") from exc
 
 
 # -- exposure --------------------------------------------------------------------------------

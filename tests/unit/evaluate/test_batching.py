@@ -135,13 +135,15 @@ class Fetcher:
         self._stopped = Stopped()
 
 
-def _run(consumer: FakeConsumer) -> list[list[tuple[int, int]]]:
+def _run(
+    consumer: FakeConsumer, *, take: batching.Taker | None = None
+) -> list[list[tuple[int, int]]]:
     handled: list[list[tuple[int, int]]] = []
 
     def handle(messages: Sequence[Message]) -> None:
         handled.append([(m.partition, m.offset) for m in messages])
 
-    batching.install(consumer, topic=RESOURCES, handle=handle)
+    batching.install(consumer, topic=RESOURCES, handle=handle, take=take)
     assert consumer._drain_messages is not None
     asyncio.run(consumer._drain_messages(Fetcher()))
     return handled
@@ -158,6 +160,29 @@ def test_one_topic_is_handled_in_batches_and_acked_after_the_handler() -> None:
     assert handled == [[(0, 0), (1, 0)], [(0, 1)]]
     assert consumer.delivered == [(OTHER, 0, 0)]  # other topics: faust's own callback
     assert consumer.acked == [(RESOURCES, 0, 0), (RESOURCES, 1, 0), (RESOURCES, 0, 1)]
+
+
+def test_records_that_take_deals_with_skip_fausts_callback_and_are_not_acked() -> None:
+    changelog = "p-evaluate-inventory-changelog"
+    consumer = FakeConsumer(
+        [
+            [Message(changelog, 0, 0), Message(OTHER, 0, 0), Message(RESOURCES, 0, 0)],
+            [Message(changelog, 0, 1, value=None), Message(changelog, 1, 0)],
+        ]
+    )
+    taken: list[tuple[int, int]] = []
+
+    def take(message: Message) -> bool:
+        if message.topic != changelog or message.partition != 0:
+            return False
+        taken.append((message.partition, message.offset))
+        return True
+
+    assert _run(consumer, take=take) == [[(0, 0)]]
+    assert taken == [(0, 0), (0, 1)]
+    assert consumer.delivered == [(OTHER, 0, 0), (changelog, 1, 0)]  # declined: faust's
+    assert consumer.acked == [(RESOURCES, 0, 0)]
+    assert consumer._read_offset[Tp(changelog, 0)] == 1  # read, as faust's loop records it
 
 
 def test_offsets_that_compaction_removed_are_recorded_as_gaps() -> None:

@@ -229,39 +229,6 @@ def test_a_parse_cache_gives_the_same_inventory_and_sees_replaced_values() -> No
     ]
 
 
-def test_an_overlay_shows_a_change_the_table_does_not_have_yet() -> None:
-    """The re-evaluation request's change is applied over a lagging table copy."""
-    views = [inventory.NETWORK_POLICIES]
-    created = inventory.update_of(np_event(resources.Change.ADDED), table=inventory.Indexed())
-    assert created is not None
-    shown = inventory.assemble(
-        inventory.Indexed(), cluster="c1", namespace="shop", views=views, overlay=created
-    )
-    assert shown[inventory.NETWORK_POLICIES] == [orjson_loads(created.value)]
-    # Another namespace's inventory does not show it.
-    assert inventory.assemble(
-        inventory.Indexed(), cluster="c1", namespace="web", views=views, overlay=created
-    ) == {inventory.NETWORK_POLICIES: []}
-    table = table_after(np_event(resources.Change.ADDED))
-    deleted = inventory.update_of(np_event(resources.Change.DELETED), table=table)
-    assert deleted is not None
-    assert inventory.assemble(
-        table, cluster="c1", namespace="shop", views=views, overlay=deleted
-    ) == {inventory.NETWORK_POLICIES: []}
-
-
-def test_a_re_evaluation_request_round_trips() -> None:
-    """The update a request carries decodes to the one that was encoded."""
-    update = inventory.update_of(np_event(resources.Change.ADDED), table=inventory.Indexed())
-    assert update is not None
-    request = inventory.encode_request(update, origin="w1", objects=[b"c1/b", b"c1/a"])
-    assert inventory.decode_request(request) == ("w1", update, (b"c1/a", b"c1/b"), False)
-    only = inventory.encode_request(update, origin="w1", objects=[b"c1/a"], priority_only=True)
-    assert inventory.decode_request(only).priority_only
-    with pytest.raises(ValueError, match="not a re-evaluation request"):
-        inventory.decode_request(b"reason")
-
-
 def test_the_stream_keeps_the_views_of_the_built_in_checks_only() -> None:
     """An inventory is assembled only when every view the kind needs is kept."""
     assert {inventory.NETWORK_POLICIES, "roleBindings", "pods", "cronJobs"} <= inventory.MAINTAINED
