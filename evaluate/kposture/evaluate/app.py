@@ -692,10 +692,10 @@ class EvaluateApp:
                 raw = self._objects.data.get(key)
                 if raw is None:
                     continue  # deleted since, or never seen: nothing stored to re-evaluate
-                state = processing.decode_state(raw)
-                if state.partition not in owned or (priority_only and not state.open):
-                    continue  # another worker's now, or no finding whose priority could move
                 try:
+                    state = processing.decode_state(raw)
+                    if state.partition not in owned or (priority_only and not state.open):
+                        continue  # another worker's now, or no finding whose priority could move
                     step = self.processor.sweep(
                         state,
                         namespace_obj=self._namespace(state.cluster, state.ref.namespace),
