@@ -343,11 +343,13 @@ class EvaluateApp:
         app.on_partitions_assigned.connect(assigned)
         app.on_partitions_revoked.connect(revoked)
         _flush_before_commit(app, self._publisher)
+        assert self._publisher is not None  # created before faust
         batching.install(
             app.consumer,
             topic=resources.get_topic_name(),
             handle=self._on_resources,
             take=self._take_changelog,
+            pace=self._publisher.wait_room,
         )
         return app
 

@@ -14,7 +14,8 @@ batch and handed to a synchronous handler, and acked once it returns; records of
 topic (table changelogs, internal topics) go through faust's callback exactly as before, unless
 ``take`` (optional) takes them: it is given each such record first and returns whether it dealt
 with it itself (the evaluate app applies global tables' changelog records this way once their
-recovery is over).
+recovery is over). After each batch handed to the handler, the loop awaits ``pace`` (optional)
+before it goes on: the app waits there until its publisher has room.
 The fetch itself is faust's ``getmany`` minus its per-record monitor calls. Commits and
 rebalances stay faust's: a record is committed once acked, and a batch fetched in a
 consumer generation that has ended is dropped unacked (the partition's new owner reads it).
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 __all__ = ["HANDLE_AT_MOST", "REQUIRED", "install"]
@@ -60,16 +61,24 @@ REQUIRED = (
 
 Handler = Callable[[Sequence[Any]], None]
 Taker = Callable[[Any], bool]
+Pacer = Callable[[], Awaitable[None]]
 
 
-def install(consumer: Any, *, topic: str, handle: Handler, take: Taker | None = None) -> None:
+def install(
+    consumer: Any,
+    *,
+    topic: str,
+    handle: Handler,
+    take: Taker | None = None,
+    pace: Pacer | None = None,
+) -> None:
     """Make ``consumer`` (faust's) hand ``topic``'s records to ``handle`` in batches.
 
     ``handle`` receives faust ``Message`` objects (``topic``, ``partition``, ``offset``,
     ``key``, ``value``, ``headers``) in offset order per partition. It must deal with every
     record itself (dead-letter what it cannot process): when it returns, they are acked.
     ``take`` sees the records of every other topic first; those it returns true for never
-    reach faust's callback.
+    reach faust's callback. ``pace`` is awaited after each batch that ``handle`` took.
     """
     missing = [name for name in REQUIRED if not hasattr(consumer, name)]
     if missing:
@@ -79,13 +88,19 @@ def install(consumer: Any, *, topic: str, handle: Handler, take: Taker | None = 
         )
 
     async def drain(fetcher: Any) -> None:
-        await _drain(consumer, fetcher, topic=topic, handle=handle, take=take)
+        await _drain(consumer, fetcher, topic=topic, handle=handle, take=take, pace=pace)
 
     consumer._drain_messages = drain
 
 
 async def _drain(
-    consumer: Any, fetcher: Any, *, topic: str, handle: Handler, take: Taker | None = None
+    consumer: Any,
+    fetcher: Any,
+    *,
+    topic: str,
+    handle: Handler,
+    take: Taker | None = None,
+    pace: Pacer | None = None,
 ) -> None:
     callback = consumer.callback
     consumer_stopped = consumer._stopped.is_set
@@ -128,6 +143,8 @@ async def _drain(
             handle(chunk)
             for message in chunk:
                 consumer.ack(message)
+            if pace is not None:
+                await pace()
             await asyncio.sleep(0)
 
 

@@ -11,6 +11,10 @@ Guarantees are those of a producer: ``acks=all``, idempotent, and one open batch
 partition, appended in call order, so each key's records stay in order. The caller must
 ``flush`` before it commits the offsets of the records whose outputs it put here (the app
 runs ``flush`` inside faust's commit), so a crash redelivers rather than loses a finding.
+
+``put`` never waits, so a caller that reads faster than the broker takes records must pace
+itself with ``wait_room``: without it, full batches pile up in memory for as long as a
+backlog lasts (a cold start of 20,000 objects left 1,400 batches, 24 MB, waiting).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
+QUEUED_BATCHES = 64
+"""Full batches that may wait for the producer before ``wait_room`` holds the caller back."""
 PARTITIONS_CACHED = 16_384
 """Keys whose partition is remembered: an object's findings keep their keys across updates."""
 
@@ -72,6 +78,7 @@ class Publisher:
         self._sent: set[asyncio.Future[Any]] = set()
         self._wake = asyncio.Event()  # a batch filled up: send now
         self._waiting = asyncio.Event()  # something is waiting to be sent
+        self._room = asyncio.Event()  # a queued batch was handed to the producer
         self._lock = asyncio.Lock()
 
     async def prepare(self, topics: Iterable[str]) -> None:
@@ -104,6 +111,13 @@ class Publisher:
                 raise ValueError(f"a record of {len(value or b'')} bytes exceeds the batch size")
             self._wake.set()
 
+    async def wait_room(self, batches: int = QUEUED_BATCHES) -> None:
+        """Return once at most ``batches`` full batches wait to be handed to the producer."""
+        while len(self._full) > batches:
+            self._room.clear()
+            self._wake.set()  # send now: the caller is waiting
+            await self._room.wait()
+
     def partition_for(self, topic: str, key: bytes | None) -> int:
         """The partition of ``key`` under the Java client's (and aiokafka's) default partitioner."""
         partitions = self._partitions[topic]
@@ -130,6 +144,7 @@ class Publisher:
                 future = await self.producer.send_batch(batch, topic, partition=partition)
                 # Only now: cancelled before the producer took it, the batch stays queued.
                 self._full.popleft()
+                self._room.set()
                 self._sent.add(future)
                 future.add_done_callback(self._on_sent)
 

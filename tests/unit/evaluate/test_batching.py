@@ -136,14 +136,17 @@ class Fetcher:
 
 
 def _run(
-    consumer: FakeConsumer, *, take: batching.Taker | None = None
+    consumer: FakeConsumer,
+    *,
+    take: batching.Taker | None = None,
+    pace: batching.Pacer | None = None,
 ) -> list[list[tuple[int, int]]]:
     handled: list[list[tuple[int, int]]] = []
 
     def handle(messages: Sequence[Message]) -> None:
         handled.append([(m.partition, m.offset) for m in messages])
 
-    batching.install(consumer, topic=RESOURCES, handle=handle, take=take)
+    batching.install(consumer, topic=RESOURCES, handle=handle, take=take, pace=pace)
     assert consumer._drain_messages is not None
     asyncio.run(consumer._drain_messages(Fetcher()))
     return handled
@@ -183,6 +186,21 @@ def test_records_that_take_deals_with_skip_fausts_callback_and_are_not_acked() -
     assert consumer.delivered == [(OTHER, 0, 0), (changelog, 1, 0)]  # declined: faust's
     assert consumer.acked == [(RESOURCES, 0, 0)]
     assert consumer._read_offset[Tp(changelog, 0)] == 1  # read, as faust's loop records it
+
+
+def test_the_loop_awaits_pace_after_each_chunk_before_it_reads_on() -> None:
+    count = batching.HANDLE_AT_MOST + 1
+    consumer = FakeConsumer(
+        [[Message(RESOURCES, 0, i) for i in range(count)], [Message(RESOURCES, 0, count)]]
+    )
+    paced: list[int] = []
+
+    async def pace() -> None:
+        paced.append(len(consumer.acked))  # the chunk before was acked; no fetch since
+        assert consumer.fetched == (1 if len(paced) < 3 else 2)
+
+    _run(consumer, pace=pace)
+    assert paced == [batching.HANDLE_AT_MOST, count, count + 1]
 
 
 def test_offsets_that_compaction_removed_are_recorded_as_gaps() -> None:

@@ -164,3 +164,35 @@ async def test_a_cancel_as_a_batch_fills_stops_the_sender() -> None:
     done, _ = await asyncio.wait([task], timeout=2.0)
     assert done == {task}, "the cancelled sender is still running"
     assert task.cancelled()
+
+
+async def test_wait_room_holds_the_caller_until_the_producer_took_the_backlog() -> None:
+    """A caller that puts faster than the producer takes batches is held back, not buffered."""
+
+    class SlowProducer(FakeProducer):
+        def __init__(self) -> None:
+            super().__init__(batch_size=1)
+            self.gate = asyncio.Event()
+
+        async def send_batch(
+            self, batch: Any, topic: str, *, partition: int
+        ) -> asyncio.Future[Any]:
+            await self.gate.wait()  # the broker is busy until the gate opens
+            return await super().send_batch(batch, topic, partition=partition)
+
+    producer = SlowProducer()
+    publisher = publishing.Publisher(producer, linger_s=60)  # only a full batch wakes it
+    await publisher.prepare(["findings"])
+    sender = asyncio.create_task(publisher.run())
+    for n in range(10):
+        publisher.put("findings", key=b"k%d" % n, value=b"v", headers=[])
+    await publisher.wait_room(20)  # room enough: returns at once
+    waiter = asyncio.create_task(publisher.wait_room(3))
+    await asyncio.sleep(0.02)
+    assert not waiter.done()  # nine full batches wait for a producer that takes none
+    producer.gate.set()
+    await asyncio.wait_for(waiter, timeout=5)
+    await publisher.flush()
+    sender.cancel()
+    sent = [b.records[0][0] for _, _, b in producer.sent]
+    assert sorted(sent) == sorted(b"k%d" % n for n in range(10))  # nothing lost
