@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
+RETRY_S = 1.0
+"""How long the background sender waits after the producer refused a batch before it retries."""
 QUEUED_BATCHES = 64
 """Full batches that may wait for the producer before ``wait_room`` holds the caller back."""
 PARTITIONS_CACHED = 16_384
@@ -155,7 +157,12 @@ class Publisher:
 
     async def run(self) -> None:
         """Send batches ``linger_s`` after a record came (at once when one fills up), until
-        cancelled. An idle publisher sleeps until a record comes: no timer ticks meanwhile."""
+        cancelled. An idle publisher sleeps until a record comes: no timer ticks meanwhile.
+
+        A batch the producer refuses (the broker was unreachable for longer than its request
+        timeout, say) stays first in line and is offered again ``RETRY_S`` later: the sender
+        must outlive an outage, or nothing would leave the worker after it.
+        """
         while True:
             if not (self._open or self._full):
                 self._waiting.clear()
@@ -163,7 +170,11 @@ class Publisher:
             await self._linger()
             self._wake.clear()
             if self._open or self._full:
-                await self.send()
+                try:
+                    await self.send()
+                except Exception as exc:  # noqa: BLE001 - logged, and retried below
+                    log.warning("the producer refused a batch, retrying: %s", exc)
+                    await asyncio.sleep(RETRY_S)
 
     async def _linger(self) -> None:
         # Up to ``linger_s`` for the batch to fill. ``asyncio.timeout``, not ``wait_for``: on

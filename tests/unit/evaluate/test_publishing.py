@@ -196,3 +196,38 @@ async def test_wait_room_holds_the_caller_until_the_producer_took_the_backlog() 
     sender.cancel()
     sent = [b.records[0][0] for _, _, b in producer.sent]
     assert sorted(sent) == sorted(b"k%d" % n for n in range(10))  # nothing lost
+
+
+async def test_the_sender_outlives_a_refused_batch_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A producer that refuses batches for a while (an outage) delays records, in order."""
+
+    class RefusingProducer(FakeProducer):
+        def __init__(self) -> None:
+            super().__init__(batch_size=2)
+            self.refusals = 3
+
+        async def send_batch(
+            self, batch: Any, topic: str, *, partition: int
+        ) -> asyncio.Future[Any]:
+            if self.refusals:
+                self.refusals -= 1
+                raise TimeoutError("broker unreachable")
+            return await super().send_batch(batch, topic, partition=partition)
+
+    monkeypatch.setattr(publishing, "RETRY_S", 0.001)
+    producer = RefusingProducer()
+    publisher = publishing.Publisher(producer, linger_s=0.001)
+    await publisher.prepare(["findings"])
+    sender = asyncio.create_task(publisher.run())
+    for n in range(5):
+        publisher.put("findings", key=b"k", value=b"%d" % n, headers=[])
+    for _ in range(200):
+        if sum(len(b.records) for _, _, b in producer.sent) == 5:
+            break
+        await asyncio.sleep(0.005)
+    assert not sender.done()
+    sender.cancel()
+    assert producer.refusals == 0
+    assert [v for _, _, b in producer.sent for _, v in b.records] == [b"0", b"1", b"2", b"3", b"4"]
