@@ -379,10 +379,13 @@ class EvaluateApp:
             name == WRITER_HEADER and value == self._writer for name, value in message.headers or ()
         ):
             return True
-        if message.value is None:
-            table.data.pop(message.key, None)
-        else:
-            table.data[message.key] = message.value
+        try:
+            if message.value is None:
+                table.data.pop(message.key, None)
+            else:
+                table.data[message.key] = message.value
+        except Exception:  # a record no worker writes: it must not stop the fetch loop
+            log.exception("skipped a changelog record", extra={"topic": message.topic})
         return True
 
     def _on_resources(self, messages: Iterable[Any]) -> None:

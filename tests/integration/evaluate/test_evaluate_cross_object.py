@@ -95,7 +95,7 @@ async def test_another_workers_inventory_change_re_evaluates_this_workers_object
 
     Written there (as that worker writes it) and later deleted, it resolves and reopens the
     finding of the namespace this worker owns: the worker re-evaluates its own objects that a
-    change in its copy concerns, whoever made the change.
+    change in its copy concerns, whoever made the change. A record it cannot apply is skipped.
     """
     await bus.baseline(BASELINE, name="itest", version="v1.0")
     out = await reader(topics.Topic.FINDINGS)
@@ -119,6 +119,9 @@ async def test_another_workers_inventory_change_re_evaluates_this_workers_object
         update = inventory.update_of(policy_event, table=inventory.Indexed())
         assert update is not None
         changelog = worker._inventory_table.changelog
+        # A record no worker writes (its key is not an entry's) is skipped, and the ones
+        # after it still apply.
+        await bus.producer.send_and_wait(changelog, key=b"\xff\xfe", value=b"junk")
         await bus.producer.send_and_wait(changelog, key=update.key, value=update.value)
         await out.until(count(("ns-shop", "resolved"), 1))
         await bus.producer.send_and_wait(changelog, key=update.key, value=None)
