@@ -55,7 +55,7 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -194,23 +194,30 @@ class EvaluateApp:
         self._faust = self._build_faust()
         await self._faust.start()
         self.readiness.report("kafka", ok=True, detail="faust app started")
-        publish = periodic.publish_posture(
-            self._posture, interval_s=self.settings.evaluate.posture_interval_s, send=self._send
-        )
-        expired = periodic.watch_expiry(
-            self.processor,
-            clock=self.clock,
-            on_expiry=lambda: self._sweeps.put_nowait("exception expired"),
-        )
-        for name, coro in (
-            ("evaluate-publisher", self._publisher.run()),
-            ("evaluate-policy", self._follower.follow(self._on_policy)),
-            ("evaluate-sweeps", self._send_sweeps()),
-            ("evaluate-reevaluate", self._reevaluate()),
+        processor, publisher, follower = self.processor, self._publisher, self._follower
+
+        def publish() -> Awaitable[None]:
+            interval_s = self.settings.evaluate.posture_interval_s
+            return periodic.publish_posture(self._posture, interval_s=interval_s, send=self._send)
+
+        def expired() -> Awaitable[None]:
+            return periodic.watch_expiry(
+                processor,
+                clock=self.clock,
+                on_expiry=lambda: self._sweeps.put_nowait("exception expired"),
+            )
+
+        loops: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
+            ("evaluate-publisher", publisher.run),
+            ("evaluate-policy", lambda: follower.follow(self._on_policy)),
+            ("evaluate-sweeps", self._send_sweeps),
+            ("evaluate-reevaluate", self._reevaluate),
             ("evaluate-posture", publish),
             ("evaluate-expiry", expired),
-        ):
-            self._tasks.append(asyncio.create_task(coro, name=name))
+        )
+        for name, start in loops:
+            kept = periodic.keep_running(name, start, readiness=self.readiness)
+            self._tasks.append(asyncio.create_task(kept, name=name))
 
     async def stop(self) -> None:
         """Stop the tasks and the faust app (which commits offsets and flushes changelogs)."""
