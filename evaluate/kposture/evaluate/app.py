@@ -37,11 +37,14 @@ store and changelog directly, to the partition of the record being processed, as
 
 Policy: ``following.PolicyFollower`` reads the compacted ``baselines`` topic before the worker
 starts consuming resources and then continuously. A change swaps the compiled policy and
-*sweeps* the worker's partitions: a control record per partition on an internal topic
-co-partitioned with ``resources``, whose agent re-evaluates that partition's objects from the
-table. The sweep goes through a topic because faust only lets a stream event write a table
-(the event's partition says which changelog partition the write belongs to). The same sweep
-runs on every partition assignment (after changelog recovery) and when an exception expires.
+*sweeps* the worker's partitions: ``_run_sweeps`` re-evaluates every object of each partition
+the worker owns from the table, in the worker's own task (the table is written directly, to
+the changelog partition of each object). The same sweep runs once changelog recovery has
+completed after each partition assignment (faust's ``on_rebalance_complete``) and when an
+exception expires. A sweep stops when a rebalance begins: the one after it covers everything.
+(Sweeps used to go through an internal topic and a faust agent. After a rebalance under
+load, that agent could miss the sweep records, and the worker then ignored changelog changes
+until the next policy change.)
 
 faust is imported here only. ``EvaluateApp.start`` runs the faust app inside the caller's
 asyncio loop (``await app.start()``, no faust Worker and no ``app.main()``), so tests and
@@ -89,10 +92,6 @@ INVENTORIES_CACHED = 4096
 """Assembled inventories (per cluster, namespace and views) kept until their entries change."""
 SWEEP_YIELD_EVERY = 200
 """Objects re-evaluated by a sweep between two yields to the event loop."""
-SWEEP_KEY = b"sweep"
-"""The key of a whole-partition sweep record (workers before this one also sent re-evaluation
-requests on the sweep topic, under other keys: they are skipped, as the changelog brings their
-change here, and this worker follows it itself)."""
 WRITER_HEADER = "kposture-writer"
 """The header that names the worker which wrote a global table's changelog record."""
 
@@ -137,7 +136,6 @@ class EvaluateApp:
         self._shares: _Direct = _Direct.none(posture.Shares)
         self._board = posture.Board()
         self._reconcile: set[int] = set()  # partitions rebuilt since the last posture tick
-        self._sweep_topic: Any = None
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
         # The objects table's keys by source partition, then cluster and namespace: built by
         # the first sweep after a rebalance (one pass over the table) and kept current by
@@ -178,9 +176,6 @@ class EvaluateApp:
         await self._publisher.prepare(
             self._names[t] for t in (topics.Topic.FINDINGS, topics.Topic.POSTURE, topics.Topic.DLQ)
         )
-        # Re-evaluation requests go to the partition of the object's resources key: learn its
-        # partition count too (the sweep topic is co-partitioned with it).
-        await self._publisher.prepare([self._names[topics.Topic.RESOURCES]])
         self._follower = following.PolicyFollower(
             self.settings,
             self.store,
@@ -210,7 +205,7 @@ class EvaluateApp:
         loops: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
             ("evaluate-publisher", publisher.run),
             ("evaluate-policy", lambda: follower.follow(self._on_policy)),
-            ("evaluate-sweeps", self._send_sweeps),
+            ("evaluate-sweeps", self._run_sweeps),
             ("evaluate-reevaluate", self._reevaluate),
             ("evaluate-posture", publish),
             ("evaluate-expiry", expired),
@@ -292,8 +287,6 @@ class EvaluateApp:
             )
 
         resources = topic(self._names[topics.Topic.RESOURCES])
-        # Co-partitioned with resources, so the sweep of partition p may write p's table keys.
-        self._sweep_topic = topic(f"{evaluate.app_id}-sweep", partitions=partitions, internal=True)
         objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
         self._objects = _Direct.of(objects)
         self._namespaces = _Direct.of(global_table("namespaces"), data=watched.Watched, shared=True)
@@ -320,24 +313,18 @@ class EvaluateApp:
             async for event in stream.events():
                 self._on_resource(event.message)
 
-        async def sweep_partitions(stream: Any) -> None:
-            async for event in stream.events():
-                message = event.message
-                if message.key == SWEEP_KEY:
-                    await self._sweep(message.partition)
-                else:
-                    log.debug("skipped a re-evaluation request from an earlier version")
-
         # Registered by call, not as decorators: faust's decorators are untyped.
         app.agent(resources, name="evaluate-resources")(evaluate_resources)
-        app.agent(self._sweep_topic, name="sweep-partitions")(sweep_partitions)
 
         async def assigned(sender: Any, assigned: Iterable[Any], **_: Any) -> None:
             self._by_partition = None  # recovery is about to write the table behind our back
             self._due.clear()  # the sweep that follows re-evaluates everything
             mine = {tp.partition for tp in assigned if tp.topic == resources.get_topic_name()}
             self.readiness.report("partitions", ok=True, detail=f"{len(mine)} assigned")
-            if mine:
+
+        async def recovered(sender: Any, **_: Any) -> None:
+            # The tables hold what the changelogs say: sweep the partitions this worker owns.
+            if self._owned():
                 self._sweeps.put_nowait("assigned")
 
         async def revoked(sender: Any, revoked: Iterable[Any], **_: Any) -> None:
@@ -348,6 +335,7 @@ class EvaluateApp:
                     self.processor.tally.forget(tp.partition)
 
         app.on_partitions_assigned.connect(assigned)
+        app.on_rebalance_complete.connect(recovered)
         app.on_partitions_revoked.connect(revoked)
         _flush_before_commit(app, self._publisher)
         assert self._publisher is not None  # created before faust
@@ -467,7 +455,10 @@ class EvaluateApp:
         scopes = self._by_partition.get(partition, {})
         return [key for keys in scopes.values() for key in keys]
 
-    async def _sweep(self, partition: int) -> None:
+    async def _sweep(self, partition: int, *, generation: int) -> bool:
+        # Whether the sweep went through: it stops when a rebalance begins (``generation``
+        # is the consumer generation it started in), as the partition may be another
+        # worker's by then, and the sweep after the rebalance covers everything.
         assert self.processor is not None  # set before faust starts
         keys = self._keys_of(partition)
         swept = 0
@@ -475,14 +466,10 @@ class EvaluateApp:
             raw = self._objects.data.get(key)
             if raw is None:
                 continue
-            state = processing.decode_state(raw)
             try:
+                state = processing.decode_state(raw)
                 self._refill(state, partition=partition)
-                step = self.processor.sweep(
-                    state,
-                    namespace_obj=self._namespace(state.cluster, state.ref.namespace),
-                    inventory=self._inventory(state.cluster, state.ref),
-                )
+                step = self._reevaluated(state)
             except Exception:  # one bad object must not stop the sweep
                 log.exception("re-evaluation failed", extra={"key": key})
                 continue
@@ -490,11 +477,23 @@ class EvaluateApp:
             swept += 1
             if swept % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+                if self._faust.consumer_generation_id != generation:
+                    return False
         data = self._objects.data
         mine = [raw for key in self._keys_of(partition) if (raw := data.get(key)) is not None]
         self.processor.retally(map(processing.decode_state, mine), partition=partition)
         self._reconcile.add(partition)
         self.readiness.report(f"partition-{partition}", ok=True, detail="swept", critical=False)
+        return True
+
+    def _reevaluated(self, state: processing.ObjectState) -> processing.Step:
+        # A stored object brought up to the policy, its namespace and its inventory now.
+        assert self.processor is not None  # set before faust starts
+        return self.processor.sweep(
+            state,
+            namespace_obj=self._namespace(state.cluster, state.ref.namespace),
+            inventory=self._inventory(state.cluster, state.ref),
+        )
 
     def _apply(self, key: bytes, step: processing.Step, *, partition: int) -> None:
         # A re-evaluation's result: the state it changed (never a deletion) and its outputs.
@@ -694,7 +693,6 @@ class EvaluateApp:
         # an object concerned by many changes meanwhile is re-evaluated once, against the
         # table as it is then. Each object is re-evaluated by the worker that owns its
         # partition, which writes its state to that partition's changelog.
-        assert self.processor is not None  # set before faust starts
         while True:
             await self._due_signal.wait()
             self._due_signal.clear()
@@ -708,11 +706,7 @@ class EvaluateApp:
                     state = processing.decode_state(raw)
                     if state.partition not in owned or (priority_only and not state.open):
                         continue  # another worker's now, or no finding whose priority could move
-                    step = self.processor.sweep(
-                        state,
-                        namespace_obj=self._namespace(state.cluster, state.ref.namespace),
-                        inventory=self._inventory(state.cluster, state.ref),
-                    )
+                    step = self._reevaluated(state)
                 except Exception:  # one bad object must not stop the others
                     log.exception("re-evaluation failed", extra={"key": key})
                     continue
@@ -847,17 +841,18 @@ class EvaluateApp:
 
     # -- periodic work ---------------------------------------------------------------------
 
-    async def _send_sweeps(self) -> None:
-        resources = self._names[topics.Topic.RESOURCES]
+    async def _run_sweeps(self) -> None:
         while True:
             reason = await self._sweeps.get()
             while not self._sweeps.empty():
                 self._sweeps.get_nowait()  # several requests in a row: one sweep covers them
-            for tp in sorted(self._faust.assignor.assigned_actives()):
-                if tp.topic == resources:
-                    await self._sweep_topic.send(
-                        key=SWEEP_KEY, value=reason.encode(), partition=tp.partition
-                    )
+            generation = self._faust.consumer_generation_id
+            for partition in sorted(self._owned()):
+                if self._faust.consumer_generation_id != generation:
+                    break  # a rebalance began: the sweep after it covers everything
+                if not await self._sweep(partition, generation=generation):
+                    break
+                log.debug("partition swept", extra={"partition": partition, "reason": reason})
 
 
 def _flush_before_commit(app: Any, publisher: publishing.Publisher | None) -> None:
