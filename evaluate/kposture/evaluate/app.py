@@ -324,8 +324,7 @@ class EvaluateApp:
 
         async def recovered(sender: Any, **_: Any) -> None:
             # The tables hold what the changelogs say: sweep the partitions this worker owns.
-            if self._owned():
-                self._sweeps.put_nowait("assigned")
+            self._sweeps.put_nowait("assigned")
 
         async def revoked(sender: Any, revoked: Iterable[Any], **_: Any) -> None:
             assert self.processor is not None  # set before faust starts
@@ -846,12 +845,11 @@ class EvaluateApp:
             reason = await self._sweeps.get()
             while not self._sweeps.empty():
                 self._sweeps.get_nowait()  # several requests in a row: one sweep covers them
+            # The generation can only move while a sweep awaits, and ``_sweep`` checks it then.
             generation = self._faust.consumer_generation_id
             for partition in sorted(self._owned()):
-                if self._faust.consumer_generation_id != generation:
-                    break  # a rebalance began: the sweep after it covers everything
                 if not await self._sweep(partition, generation=generation):
-                    break
+                    break  # a rebalance began: the sweep after it covers everything
                 log.debug("partition swept", extra={"partition": partition, "reason": reason})
 
 
