@@ -17,8 +17,9 @@ with it itself (the evaluate app applies global tables' changelog records this w
 recovery is over). After each batch handed to the handler, the loop awaits ``pace`` (optional)
 before it goes on: the app waits there until its publisher has room.
 The fetch itself is faust's ``getmany`` minus its per-record monitor calls. Commits and
-rebalances stay faust's: a record is committed once acked, and a batch fetched in a
-consumer generation that has ended is dropped unacked (the partition's new owner reads it).
+rebalances stay faust's: a record is committed once acked, and what is left of a batch when a
+rebalance begins (the flow stopped) or has happened (the generation moved) is dropped unacked,
+as faust's own loop stops there (the partition's owner reads it again).
 
 This depends on faust-streaming's consumer internals (pinned in ``constraints.txt``):
 ``install`` checks every attribute it uses and raises if one is missing, so an upgrade that
@@ -133,9 +134,13 @@ async def _drain(
                 await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
             read_offset[tp] = offset
         for start in range(0, len(batch), HANDLE_AT_MOST):
-            if app.consumer_generation_id != generation:
-                # A rebalance began since this batch was fetched: its partitions may belong to
-                # another worker now. Unacked, the records are read again by whoever owns them.
+            if app.consumer_generation_id != generation or not consumer.flow_active:
+                # A rebalance began since this batch was fetched (faust stops the flow when
+                # partitions are revoked, and the generation moves when they are assigned):
+                # its partitions may be another worker's by now, which reads them from the
+                # committed offsets. Handled here, they would be handled twice, and this
+                # worker's late writes could land after their new owner's. Unacked, they are
+                # read again by whoever owns them (every assignment resets the positions).
                 for message in batch[start:]:
                     read_offset.pop(message.tp, None)
                 break

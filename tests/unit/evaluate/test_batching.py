@@ -232,6 +232,21 @@ def test_records_fetched_while_the_flow_stopped_are_dropped_and_the_consumer_see
     assert consumer.seeks == 1
 
 
+def test_what_is_left_of_a_batch_when_partitions_are_revoked_is_dropped_unacked() -> None:
+    # Revocation stops the flow; the generation moves only at the next assignment. The chunk
+    # handled before stays handled; the rest is another worker's to read.
+    count = batching.HANDLE_AT_MOST + 3
+    consumer = FakeConsumer([[Message(RESOURCES, 0, i) for i in range(count)]])
+
+    async def pace() -> None:
+        consumer.flow_active = False  # partitions revoked while the first chunk's outputs left
+
+    handled = _run(consumer, pace=pace)
+    assert [len(chunk) for chunk in handled] == [batching.HANDLE_AT_MOST]
+    assert len(consumer.acked) == batching.HANDLE_AT_MOST
+    assert consumer._read_offset[Tp(RESOURCES, 0)] is None  # read again from the committed offset
+
+
 def test_large_batches_are_handed_over_in_chunks() -> None:
     count = batching.HANDLE_AT_MOST + 7
     consumer = FakeConsumer([[Message(RESOURCES, 0, i) for i in range(count)]])
