@@ -24,11 +24,17 @@ The global tables' changelog records reach each worker through the same fetch lo
 recovery, ``_take_changelog`` applies other workers' records to the worker's copy and skips its
 own (named by a header), which its copy shows already; faust's per-record changelog path costs
 several times more, and applying a worker's own record again could show an older value of
-the key for a while when a later write of it was still on its way back.
+the key for a while when a later write of it was still on its way back. Another worker's
+record that comes back while one of the worker's own writes of the key is on its way is
+skipped too: it precedes that write in the log. So the copy ends as the log does.
 
 Posture: each worker writes its partitions' shares of every scope to the ``posture-shares``
 global table; the owner of partition 0 adds them up and publishes the snapshots
-(``_posture``), so the counts are whole however many workers share the partitions.
+(``_posture``), so the counts are whole however many workers share the partitions. A worker
+writes a partition's shares only once it has rebuilt the partition's tally from the table
+after its assignment, and none while a rebalance is under way; after each rebalance, the
+owner of partition 0 publishes every scope again, since the last snapshots on the topic may
+be another worker's.
 
 Outputs and ``objects`` changelog records go through one ``publishing.Publisher`` (batched,
 acks=all), flushed by faust's commit before it commits offsets. The table is written to its
@@ -57,6 +63,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -94,6 +101,10 @@ SWEEP_YIELD_EVERY = 200
 """Objects re-evaluated by a sweep between two yields to the event loop."""
 WRITER_HEADER = "kposture-writer"
 """The header that names the worker which wrote a global table's changelog record."""
+UNCONFIRMED_S = 60.0
+"""How long a worker's own global-table write may take to come back before it counts as lost."""
+UNCONFIRMED_KEPT = 65_536
+"""Keys with own writes on their way back, beyond which the ones older than UNCONFIRMED_S go."""
 
 
 class EvaluateApp:
@@ -136,6 +147,11 @@ class EvaluateApp:
         self._shares: _Direct = _Direct.none(posture.Shares)
         self._board = posture.Board()
         self._reconcile: set[int] = set()  # partitions rebuilt since the last posture tick
+        # Partitions whose tally was rebuilt from the table since they were assigned: only
+        # their shares are whole enough to tell. And whether the next snapshots must be all
+        # of them: the last ones published may be another worker's (partition 0 moved).
+        self._tallied: set[int] = set()
+        self._publish_all = True
         self._sweeps: asyncio.Queue[str] = asyncio.Queue()
         # The objects table's keys by source partition, then cluster and namespace: built by
         # the first sweep after a rebalance (one pass over the table) and kept current by
@@ -157,6 +173,9 @@ class EvaluateApp:
         # Names this worker in its global tables' changelog records, so it does not apply
         # them again when they come back (``_take_changelog``).
         self._writer = uuid.uuid4().hex.encode()
+        # This worker's global-table writes on their way back through the changelog, per
+        # (changelog, key): how many, and when the last was made (``_take_changelog``).
+        self._unconfirmed: dict[tuple[str, bytes], list[float]] = {}
         self._shared: dict[str, _Direct] = {}  # the global tables, by changelog topic
         self.processed = 0
         """Resource records handled so far (evaluated, skipped or dead-lettered)."""
@@ -332,11 +351,17 @@ class EvaluateApp:
             for tp in revoked:
                 if tp.topic == resources.get_topic_name():
                     self.processor.tally.forget(tp.partition)
+                    self._tallied.discard(tp.partition)
+            # Whoever owns partition 0 after the rebalance publishes every scope again: the
+            # last snapshots on the topic may be another worker's, from another view.
+            self._board = posture.Board()
+            self._publish_all = True
 
         app.on_partitions_assigned.connect(assigned)
         app.on_rebalance_complete.connect(recovered)
         app.on_partitions_revoked.connect(revoked)
         _flush_before_commit(app, self._publisher)
+        _guard_recovery(app.tables.recovery, self.readiness)
         assert self._publisher is not None  # created before faust
         batching.install(
             app.consumer,
@@ -350,34 +375,56 @@ class EvaluateApp:
     def _take_changelog(self, message: Any) -> bool:
         # A global table's changelog record once recovery is over: applied to this worker's
         # copy here, as faust's recovery would (to the store's data, so the listeners see it)
-        # but without its queue, event and tasks per record. A record this worker wrote is
-        # in its copy already, and applying it again could undo a later write of the key
-        # for a while. During recovery, or while faust still holds records it has not
-        # applied, faust applies them all, in order.
+        # but without its queue, event and tasks per record. During recovery, or while faust
+        # still holds records it has not applied, faust applies them all, in order.
+        #
+        # The copy must end as the log does: the last record of a key wins. This worker's own
+        # writes are in its copy already, so its records are not applied again when they come
+        # back (a later write of the key, made meanwhile, would show its older value for a
+        # while). Another worker's record that comes back while one of this worker's writes
+        # of the key is still on its way precedes that write in the log (a partition is read
+        # in order), so it is not applied either: the write that follows it wins, as in the
+        # log. Two workers write one key when a partition changes owner.
         table = self._shared.get(message.topic)
         if table is None:
             return False
         recovery = self._faust.tables.recovery
         tp = message.tp
+        seen = recovery.active_offsets.get(tp)
+        if seen is not None and message.offset <= seen:
+            return True  # read already
+        slot = (message.topic, message.key)
+        own = any(
+            name == WRITER_HEADER and value == self._writer for name, value in message.headers or ()
+        )
+        latest = True  # for an own record: no later write of the key is on its way
+        if own and (pending := self._unconfirmed.get(slot)) is not None:
+            pending[0] -= 1
+            if pending[0] > 0:
+                latest = False
+            else:
+                del self._unconfirmed[slot]
         if (
             recovery.in_recovery
             or tp not in recovery.active_tps
             or not self._faust.tables.changelog_queue.empty()
         ):
             return False
-        seen = recovery.active_offsets.get(tp)
-        if seen is not None and message.offset <= seen:
-            return True  # read already
         recovery.active_offsets[tp] = message.offset  # where a later recovery goes on from
-        if any(
-            name == WRITER_HEADER and value == self._writer for name, value in message.headers or ()
-        ):
-            return True
+        data = table.data
+        if own:
+            if not latest or data.get(message.key) == message.value:
+                return True  # the copy shows this write, or a later one of ours
+            # faust applied an older record meanwhile (during a recovery): take ours again
+        elif (pending := self._unconfirmed.get(slot)) is not None:
+            if time.monotonic() - pending[1] < UNCONFIRMED_S:
+                return True  # our write of the key follows it in the log
+            del self._unconfirmed[slot]  # ours never came back (the batch was lost): follow
         try:
             if message.value is None:
-                table.data.pop(message.key, None)
+                data.pop(message.key, None)
             else:
-                table.data[message.key] = message.value
+                data[message.key] = message.value
         except Exception:  # a record no worker writes: it must not stop the fetch loop
             log.exception("skipped a changelog record", extra={"topic": message.topic})
         return True
@@ -482,6 +529,7 @@ class EvaluateApp:
         mine = [raw for key in self._keys_of(partition) if (raw := data.get(key)) is not None]
         self.processor.retally(map(processing.decode_state, mine), partition=partition)
         self._reconcile.add(partition)
+        self._tallied.add(partition)
         self.readiness.report(f"partition-{partition}", ok=True, detail="swept", critical=False)
         return True
 
@@ -548,10 +596,30 @@ class EvaluateApp:
         else:
             table.data[key] = value
         assert self._publisher is not None  # set before faust starts
-        headers = [(WRITER_HEADER, self._writer)] if table.shared else []
+        headers: publishing.Headers = []
+        if table.shared:
+            headers.append((WRITER_HEADER, self._writer))
+            self._unconfirm(table.changelog, key)
         self._publisher.put(
             table.changelog, key=key, value=value, headers=headers, partition=partition
         )
+
+    def _unconfirm(self, changelog: str, key: bytes) -> None:
+        # One more write of ``key`` on its way back through ``changelog`` (``_take_changelog``).
+        now = time.monotonic()
+        pending = self._unconfirmed.get((changelog, key))
+        if pending is not None:
+            pending[0] += 1
+            pending[1] = now
+            return
+        if len(self._unconfirmed) >= UNCONFIRMED_KEPT:
+            # Bounded: writes whose records never came back (lost batches) are forgotten.
+            self._unconfirmed = {
+                slot: entry
+                for slot, entry in self._unconfirmed.items()
+                if now - entry[1] < UNCONFIRMED_S
+            }
+        self._unconfirmed[(changelog, key)] = [1, now]
 
     # -- cross-object checks ---------------------------------------------------------------
 
@@ -806,14 +874,19 @@ class EvaluateApp:
         # Each worker writes its partitions' shares; the owner of partition 0 adds up every
         # partition's (the table holds them all) and publishes the scopes that changed. So the
         # posture is whole however many workers share the partitions.
+        # A worker tells only the shares of partitions it owns and has tallied from the table
+        # since they were assigned, and nothing while a rebalance is under way: a share told
+        # from a partial tally, or by a partition's previous owner, could land after its new
+        # owner's, and the owner would not tell it again until it changed.
         assert self.processor is not None  # set before faust starts
-        owned = self._owned()
+        if self._faust.rebalancing:
+            return []
+        owned = self._owned() & self._tallied
         tally = self.processor.tally
-        for partition, where, counts in tally.shares():
-            if partition in owned:  # revoked meanwhile: its new owner tells
-                key = posture.share_key(partition, where)
-                value = None if counts is None else posture.encode_counts(counts)
-                self._write(self._shares, key, value, partition=partition)
+        for partition, where, counts in tally.shares(owned):
+            key = posture.share_key(partition, where)
+            value = None if counts is None else posture.encode_counts(counts)
+            self._write(self._shares, key, value, partition=partition)
         for partition in self._reconcile & owned:
             # Rebuilt from the table: shares this worker no longer has (left by an earlier
             # run or owner, under another policy) are not this partition's any more.
@@ -826,6 +899,7 @@ class EvaluateApp:
         if 0 not in owned:
             return []
         shares = cast(posture.Shares, self._shares.data)  # made so by ``_Direct.of``
+        only_changed, self._publish_all = only_changed and not self._publish_all, False
         return processing.posture_outputs(
             self._board.snapshots(shares, now=self.clock(), only_changed=only_changed)
         )
@@ -866,6 +940,29 @@ def _flush_before_commit(app: Any, publisher: publishing.Publisher | None) -> No
         await flush_faust()
 
     producer.flush = flush
+
+
+def _guard_recovery(recovery: Any, readiness: health.Readiness) -> None:
+    # faust's table recovery seeks every changelog partition it recovers to the offset it
+    # worked out for it. When a rebalance ends while a recovery is between those two steps
+    # (workers joining and leaving in quick succession), the new partitions have no offset yet
+    # and the seek raises, which ends faust's recovery service for good: the worker then
+    # consumes nothing more and says nothing. Those partitions are left out of the seek; the
+    # recovery sees the new rebalance right after it and starts over, offsets included.
+    # Should the recovery service end anyway, the worker reports itself not ready.
+    seek = recovery._seek_offsets
+    crash = recovery.crash
+
+    async def seek_known(consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+        known = {tp for tp in tps if offsets.get(tp) is not None}
+        await seek(consumer, known, offsets, title)
+
+    async def crashed(reason: BaseException) -> None:
+        readiness.report("kafka", ok=False, detail=f"table recovery failed: {reason!r}")
+        await crash(reason)
+
+    recovery._seek_offsets = seek_known
+    recovery.crash = crashed
 
 
 @dataclasses.dataclass(frozen=True)

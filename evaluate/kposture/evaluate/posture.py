@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -204,11 +204,20 @@ class Tally:
         """The scopes a partition has a share of (as of the last ``shares``)."""
         return {where for p, where in self._scopes if p == partition}
 
-    def shares(self) -> list[Share]:
-        """The shares that changed since the last call (``None``: the share is gone)."""
+    def shares(self, partitions: Collection[int] | None = None) -> list[Share]:
+        """The shares that changed since the last call (``None``: the share is gone).
+
+        With ``partitions``, only those partitions' shares: the others' changes wait for a
+        later call that asks for them (a worker tells only the shares that it may tell).
+        """
         self._aggregate()
         out: list[Share] = []
-        for where in sorted(self._dirty):
+        if partitions is None:
+            taken, self._dirty = self._dirty, set()
+        else:
+            taken = {key for key in self._dirty if key[0] in partitions}
+            self._dirty -= taken
+        for where in sorted(taken):
             counts = self._scopes.get(where)
             if counts is None:
                 if self._emitted.pop(where, None) is not None:
@@ -220,7 +229,6 @@ class Tally:
             if self._emitted.get(where) != signature:
                 self._emitted[where] = signature
                 out.append((where[0], where[1], counts))
-        self._dirty = set()
         return out
 
     def snapshots(self, *, now: dt.datetime, only_changed: bool) -> list[posture.PostureSnapshot]:

@@ -261,3 +261,16 @@ def test_the_shares_index_follows_faust_changelog_writes() -> None:
     remaining = posture.Shares({k: v for k, v in source.items() if k in copy})
     assert copy.total(where).raw() == remaining.total(where).raw()
     assert posture.parse_share_key(b"not a share") is None
+
+
+def test_shares_of_partitions_not_asked_for_wait_for_a_call_that_asks() -> None:
+    """A worker tells only the shares of partitions it has tallied: the others stay due."""
+    rng = random.Random(5)
+    tally = posture.Tally(meta_of(0))
+    tally.add(0, contribution(rng))
+    tally.add(1, contribution(rng))
+    told = tally.shares([0])
+    assert {partition for partition, _, _ in told} == {0}
+    assert tally.shares([0]) == []
+    later = tally.shares([0, 1])
+    assert {partition for partition, _, _ in later} == {1}
