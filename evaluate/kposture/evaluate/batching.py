@@ -112,9 +112,9 @@ async def _drain(
     app = consumer.app
     while not (consumer_stopped() or fetcher_stopped()):
         batch: list[Any] = []
-        generation = app.consumer_generation_id
         await asyncio.sleep(0)
-        for tp, message in await _fetch(consumer):
+        generation, fetched = await _fetch(consumer)
+        for tp, message in fetched:
             offset = message.offset
             last = read_offset[tp]
             if last is not None and offset < last:
@@ -153,19 +153,25 @@ async def _drain(
             await asyncio.sleep(0)
 
 
-async def _fetch(consumer: Any) -> list[tuple[Any, Any]]:
+async def _fetch(consumer: Any) -> tuple[int, list[tuple[Any, Any]]]:
     # faust's ``Consumer.getmany`` without its per-record work that only feeds its monitor (a
     # high-water lookup per record costs more than decoding the record): the same wait for
     # records, the same filter on active partitions, the same seek when flow stopped meanwhile.
+    # Also the consumer generation the records were fetched in, read as soon as the wait is
+    # over, as faust does: the wait can span a whole rebalance, and records fetched after it
+    # come from the positions the new assignment set. Dropped as if they were older, they
+    # would be lost: nothing resets those positions again (a test run lost the first record
+    # a partition got after a worker joined).
     records, active = await consumer._wait_next_records(1.0)
+    generation: int = consumer.app.consumer_generation_id
     if not records or consumer.should_stop:
-        return []
+        return generation, []
     if not consumer.flow_active:
         # A rebalance stopped the flow while fetching: faust seeks back to the committed
         # offsets and drops what it fetched, and so do we.
         with contextlib.suppress(Exception):
             await consumer.perform_seek()
-        return []
+        return generation, []
     buffered = consumer._buffered_partitions
     to_message = consumer._to_message
     track_end = consumer.app.monitor.track_tp_end_offset
@@ -175,4 +181,4 @@ async def _fetch(consumer: Any) -> list[tuple[Any, Any]]:
             continue
         track_end(tp, consumer.highwater(tp))
         out.extend((tp, to_message(tp, record)) for record in batch)
-    return out
+    return generation, out
