@@ -85,6 +85,7 @@ class FakeConsumer:
         self.should_stop = False
         self.fetched = 0
         self.seeks = 0
+        self.sought: list[tuple[int, int]] = []
 
     async def _wait_next_records(
         self,
@@ -109,6 +110,9 @@ class FakeConsumer:
 
     async def perform_seek(self) -> None:
         self.seeks += 1
+
+    async def seek(self, tp: Tp, offset: int) -> None:
+        self.sought.append((tp.partition, offset))
 
     async def callback(self, message: Message) -> None:
         self.delivered.append((message.topic, message.partition, message.offset))
@@ -244,11 +248,27 @@ def test_records_fetched_after_a_rebalance_completed_during_the_wait_are_handled
 
 
 def test_records_fetched_while_the_flow_stopped_are_dropped_and_the_consumer_seeks() -> None:
-    consumer = FakeConsumer([[Message(RESOURCES, 0, 0)]])
+    consumer = FakeConsumer([[Message(RESOURCES, 0, 4), Message(RESOURCES, 0, 5)]])
     consumer.flow_active = False
     assert _run(consumer) == []
     assert consumer.acked == []
-    assert consumer.seeks == 1
+    assert consumer.seeks == 1  # faust's seek to the committed offsets
+    # ... which does not move a partition with nothing committed: back to the first dropped.
+    assert consumer.sought == [(0, 4)]
+
+
+def test_records_of_a_partition_paused_meanwhile_are_read_again_once_it_resumes() -> None:
+    consumer = FakeConsumer([[Message(RESOURCES, 0, 0), Message(RESOURCES, 1, 7)]])
+    active = {Tp(RESOURCES, 0)}
+    fetch = consumer._wait_next_records
+
+    async def wait_next_records(timeout: float) -> tuple[dict[Tp, list[Message]], set[Tp]]:  # noqa: ASYNC109
+        records, _ = await fetch(timeout)
+        return records, active
+
+    consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
+    assert _run(consumer) == [[(0, 0)]]
+    assert consumer.sought == [(1, 7)]
 
 
 def test_what_is_left_of_a_batch_when_partitions_are_revoked_is_dropped_unacked() -> None:
