@@ -352,9 +352,8 @@ class EvaluateApp:
                 if tp.topic == resources.get_topic_name():
                     self.processor.tally.forget(tp.partition)
                     self._tallied.discard(tp.partition)
-            # Whoever owns partition 0 after the rebalance publishes every scope again: the
-            # last snapshots on the topic may be another worker's, from another view.
-            self._board = posture.Board()
+            # Whoever owns partition 0 after the rebalance publishes every scope again, whatever
+            # its board last published: the last snapshots on the topic may be another worker's.
             self._publish_all = True
 
         app.on_partitions_assigned.connect(assigned)
