@@ -440,7 +440,7 @@ class EvaluateApp:
         assert self.processor is not None  # set before faust starts
         # Continue the trace that ingest started; a record that carries none starts none (a
         # root span per event would cost more than evaluating most objects, for no trace).
-        traced = any(name == "traceparent" for name, _ in headers)
+        traced = "traceparent" in dict(headers)
         span = (
             _tracer.start_as_current_span("evaluate", context=tracing.extract(headers))
             if traced
@@ -448,16 +448,25 @@ class EvaluateApp:
         )
         with span:
             try:
-                resource = processing.decode_resource(headers, message.value, key=message.key)
+                lazy = processing.decode_lazily(headers, message.value, key=message.key)
                 key = message.key
                 raw = self._objects.data.get(key)
+                namespace_obj = self._namespace(lazy.cluster, lazy.ref.namespace)
+                views = self._inventory(lazy.cluster, lazy.ref)
+                if raw is not None and self.processor.unchanged(
+                    storing.skim(raw), lazy, namespace_obj=namespace_obj, inventory=views
+                ):
+                    # Nothing to store, publish or index (a resync, a status update): the
+                    # state is not decoded, nor is the object.
+                    return
+                resource = lazy.complete()
                 previous = processing.decode_state(raw) if raw is not None else None
                 step = self.processor.on_resource(
                     resource,
                     previous=previous,
                     partition=message.partition,
-                    namespace_obj=self._namespace(resource.cluster, resource.ref.namespace),
-                    inventory=self._inventory(resource.cluster, resource.ref),
+                    namespace_obj=namespace_obj,
+                    inventory=views,
                 )
             except codec.DecodeError as exc:
                 self._dead_letter(message, exc.reason)

@@ -127,6 +127,36 @@ class Processor:
             inventory=inventory,
         )
 
+    def unchanged(
+        self,
+        stored: storing.Skim,
+        event: LazyResource,
+        *,
+        namespace_obj: Mapping[str, Any] | None,
+        inventory: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Whether ``on_resource`` would leave the stored state as it is and publish nothing.
+
+        True only for an event that ``on_resource`` answers without reading its object: the
+        same content under the same policy, namespace and inventory, and no open finding that
+        time or an exception could move (those go through ``on_resource``). Most events of a
+        stream are such (resyncs, status updates, redeliveries); this tells them apart from a
+        skim of the stored state and the event with its object undecoded.
+        """
+        if stored.has_open or event.change is resources.Change.DELETED:
+            return False
+        salt = _namespace_salt(namespace_obj)
+        if inventory is not None:
+            salt += _inventory_salt(inventory)
+        return _same_input(
+            stored.source_digest,
+            stored.fingerprint,
+            stored.digest,
+            event_digest=event.digest,
+            policy=self.policy,
+            salt=salt,
+        )
+
     def needs_inventory(self, ref: common.ObjectRef) -> frozenset[str]:
         """The inventory views the checks of ``ref``'s kind read (empty for most kinds)."""
         return self.policy.engine.needs(ref.api_version, ref.kind)
@@ -178,12 +208,13 @@ class Processor:
         # The tracking context (owner, exposure) is built only for an object with findings,
         # open or new: without either, ``refresh`` and ``track`` have nothing to do, and that
         # is the case of most events.
-        if (
-            previous is not None
-            and source_digest
-            and previous.source_digest == source_digest
-            and previous.fingerprint == policy.fingerprint
-            and previous.digest.endswith(salt)
+        if previous is not None and _same_input(
+            previous.source_digest,
+            previous.fingerprint,
+            previous.digest,
+            event_digest=source_digest,
+            policy=policy,
+            salt=salt,
         ):
             # The same object under the same policy (an anti-entropy resync, a redelivery):
             # skip projecting, compressing and rewriting it; only time and exceptions can
@@ -307,6 +338,83 @@ class Processor:
             )
             for finding in transitions
         ]
+
+
+def _same_input(
+    source: str,
+    fingerprint: str,
+    digest: str,
+    *,
+    event_digest: str,
+    policy: policy_store.PolicySet,
+    salt: str,
+) -> bool:
+    # A stored state (its ``source`` digest, ``fingerprint`` and ``digest``) was evaluated
+    # from the event's object (ingest's digest), under the policy in force, with the same
+    # namespace labels and inventory (the ``salt`` its digest ends with).
+    return (
+        bool(event_digest)
+        and source == event_digest
+        and fingerprint == policy.fingerprint
+        and digest.endswith(salt)
+    )
+
+
+class LazyResource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A resource event whose object is left undecoded until ``complete`` (``ResourceEvent``
+    otherwise): most events of a stream leave their object's state as it is, and for those
+    decoding the object is the largest part of decoding the event."""
+
+    cluster: str
+    change: resources.Change
+    ref: common.ObjectRef
+    object: msgspec.Raw
+    digest: str
+    observed_at: common.Timestamp
+
+    @property
+    def key(self) -> str:
+        """The Kafka key: ``<cluster>/<uid>``."""
+        return f"{self.cluster}/{self.ref.uid}"
+
+    def complete(self) -> resources.ResourceEvent:
+        """The event with its object decoded; ``codec.DecodeError`` if it is not an object."""
+        try:
+            obj = _OBJECT_JSON.decode(self.object)
+        except msgspec.ValidationError as exc:
+            raise codec.DecodeError(f"invalid ResourceEvent: {exc} - at `$.object`") from exc
+        return resources.ResourceEvent(
+            cluster=self.cluster,
+            change=self.change,
+            ref=self.ref,
+            object=obj,
+            digest=self.digest,
+            observed_at=self.observed_at,
+        )
+
+
+_OBJECT_JSON = msgspec.json.Decoder(dict[str, Any], strict=True)
+
+
+def decode_lazily(
+    headers: Iterable[tuple[str, bytes]], value: bytes | None, *, key: bytes | None
+) -> LazyResource:
+    """``decode_resource`` with the object left undecoded (``LazyResource``), as strict.
+
+    The event's envelope and every field but the object's content are checked here; the
+    object is checked to be a JSON object, its content when ``complete`` decodes it.
+    """
+    kind = envelope.event_type(headers, value)
+    assert value is not None  # ``event_type`` rejects a tombstone
+    model = codec.model_for(kind)
+    if model is not resources.ResourceEvent:
+        raise codec.DecodeError(f"expected a resource event, got {model.__name__}")
+    event = codec.decode(value, LazyResource, name="ResourceEvent")
+    if memoryview(event.object)[:1].tobytes() != b"{":
+        event.complete()  # raises the error that decoding it whole would have raised
+    if key != event.key.encode():
+        raise codec.DecodeError(f"record key {key!r} does not match the event's {event.key!r}")
+    return event
 
 
 def decode_resource(

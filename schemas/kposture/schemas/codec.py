@@ -56,19 +56,22 @@ def canonical(value: Any) -> bytes:
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
-def decode(data: bytes, model_type: type[T]) -> T:
-    """Decode JSON bytes into ``model_type``, strictly; raise :class:`DecodeError` otherwise."""
+def decode(data: bytes, model_type: type[T], *, name: str = "") -> T:
+    """Decode JSON bytes into ``model_type``, strictly; raise :class:`DecodeError` otherwise.
+
+    ``name``: the model the errors name, when ``model_type`` is a variant of it.
+    """
     decoder = _DECODERS.get(model_type)
     if decoder is None:
         decoder = _DECODERS[model_type] = msgspec.json.Decoder(model_type, strict=True)
     try:
         return decoder.decode(data)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
-        raise DecodeError(f"invalid {model_type.__name__}: {exc}") from exc
+        raise DecodeError(f"invalid {name or model_type.__name__}: {exc}") from exc
     except msgspec.DecodeError as exc:
-        raise DecodeError(f"malformed JSON for {model_type.__name__}: {exc}") from exc
+        raise DecodeError(f"malformed JSON for {name or model_type.__name__}: {exc}") from exc
     except (TypeError, ValueError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"undecodable {model_type.__name__}: {exc}") from exc
+        raise DecodeError(f"undecodable {name or model_type.__name__}: {exc}") from exc
 
 
 def resource_type(change: resources.Change) -> str:

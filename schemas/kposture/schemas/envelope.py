@@ -159,6 +159,15 @@ def decode_data(headers: Iterable[tuple[str, bytes]], value: bytes | None) -> An
 
     For a consumer that needs no attribute but the type: it skips building the CloudEvent.
     """
+    kind = event_type(headers, value)
+    assert value is not None  # ``event_type`` rejects a tombstone
+    return codec.decode(value, codec.model_for(kind))
+
+
+def event_type(headers: Iterable[tuple[str, bytes]], value: bytes | None) -> str:
+    """The CloudEvent type of a record, checked as strictly as ``from_record`` checks it.
+
+    :class:`codec.DecodeError` if the record is not a CloudEvent (a tombstone included).
+    """
     attrs, _, _ = _attributes(headers, value)
-    assert value is not None  # ``_attributes`` rejects a tombstone
-    return codec.decode(value, codec.model_for(attrs["type"]))
+    return attrs["type"]

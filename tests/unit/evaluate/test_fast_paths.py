@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from kposture.evaluate import policy_store, processing, projection, storing, synthetic, tracking
-from kposture.schemas import common, findings, resources
+from kposture.schemas import codec, common, envelope, findings, posture, resources
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 KEYS = ("a", "b", "c", "*", projection.PRESENT, "spec")
@@ -380,3 +380,119 @@ def test_a_state_written_before_packed_digests_and_identity_bits_still_decodes()
     assert (state.digest, state.fingerprint, state.source_digest) == ("d1.s1", "f" * 32, "a" * 64)
     assert state.identity == 0
     assert state.load_object() == {"metadata": {"name": "c", "uid": "u"}, "data": {"k": "v"}}
+
+
+def record(event: resources.ResourceEvent) -> tuple[list[tuple[str, bytes]], bytes]:
+    """The headers and value ingest publishes for ``event``."""
+    wrapped = envelope.wrap(
+        event, event_type=codec.resource_type(event.change), source="kposture://c/ingest"
+    )
+    return wrapped.headers(), wrapped.data
+
+
+def test_an_event_decoded_lazily_completes_to_the_event_decoded_whole() -> None:
+    """``decode_lazily(...).complete()`` is ``decode_resource``, and fails where it fails."""
+    fleet = synthetic.fleet(60, seed=3)
+    for event in synthetic.added(fleet):
+        headers, value = record(event)
+        key = event.key.encode()
+        lazy = processing.decode_lazily(headers, value, key=key)
+        assert lazy.complete() == processing.decode_resource(headers, value, key=key) == event
+    event = synthetic.added(fleet)[0]
+    headers, value = record(event)
+    key = event.key.encode()
+    fields = msgspec.json.decode(value)
+    broken = [
+        (headers, msgspec.json.encode({**fields, "object": [fields["object"]]})),
+        (headers, msgspec.json.encode({**fields, "object": "text"})),
+        (headers, msgspec.json.encode({**fields, "change": "created"})),
+        (headers, msgspec.json.encode({**fields, "extra": 1})),
+        (headers, value[:-1]),
+        ([h for h in headers if h[0] != "ce_type"], value),
+    ]
+    for bad_headers, bad_value in broken:
+        with pytest.raises(codec.DecodeError) as whole:
+            processing.decode_resource(bad_headers, bad_value, key=key)
+        with pytest.raises(codec.DecodeError) as lazily:
+            processing.decode_lazily(bad_headers, bad_value, key=key)
+        assert lazily.value.reason == whole.value.reason
+    with pytest.raises(codec.DecodeError, match="does not match"):
+        processing.decode_lazily(headers, value, key=b"bench/other")
+    other = envelope.wrap(
+        posture_snapshot(), event_type=codec.POSTURE_TYPE, source="kposture://c/evaluate"
+    )
+    with pytest.raises(codec.DecodeError, match="expected a resource event"):
+        processing.decode_lazily(other.headers(), other.data, key=key)
+
+
+def posture_snapshot() -> posture.PostureSnapshot:
+    """A record of another model than resource events."""
+    return posture.PostureSnapshot(
+        cluster="c",
+        scope=posture.Scope.CLUSTER,
+        scope_key="c",
+        passing=1,
+        failing=0,
+        waived=0,
+        failing_by_severity={},
+        score=100.0,
+        computed_at=T0,
+    )
+
+
+def test_a_skim_of_a_stored_state_agrees_with_its_decoding(
+    policy: policy_store.PolicySet,
+) -> None:
+    """Digests and the presence of findings read from a skim are those of the whole state."""
+    processor = processing.Processor(policy, clock=lambda: T0)
+    fleet = synthetic.fleet(200, seed=4)
+    with_findings = 0
+    for event in synthetic.added(fleet):
+        step = processor.on_resource(event, previous=None, partition=0, namespace_obj=None)
+        assert step.state is not None
+        encoded = processing.encode_state(step.state)
+        skim = storing.skim(encoded)
+        state = processing.decode_state(encoded)
+        assert skim == storing.Skim(
+            state.digest, state.fingerprint, state.source_digest, bool(state.open)
+        )
+        with_findings += bool(state.open)
+    assert 0 < with_findings < 200  # both kinds were seen
+
+
+def test_unchanged_says_exactly_when_an_event_would_leave_its_state_alone(
+    policy: policy_store.PolicySet,
+) -> None:
+    """Over a stream of changes, status updates, resyncs and deletes, ``unchanged`` is true
+    only where ``on_resource`` stores nothing and publishes nothing, and it is true for every
+    such event of an object without open findings (the events it exists to skip)."""
+    processor = processing.Processor(policy, clock=lambda: T0)
+    fleet = synthetic.fleet(300, seed=5)
+    table: dict[str, bytes] = {}
+    for event in synthetic.added(fleet):
+        step = processor.on_resource(event, previous=None, partition=0, namespace_obj=None)
+        assert step.state is not None
+        table[event.key] = processing.encode_state(step.state)
+    mix = (("changed", 0.4), ("status", 0.3), ("resync", 0.3))
+    skipped = 0
+    for _, event in synthetic.updates(fleet, 1500, seed=6, mix=mix):
+        raw = table.get(event.key)
+        assert raw is not None
+        headers, value = record(event)
+        lazy = processing.decode_lazily(headers, value, key=event.key.encode())
+        says = processor.unchanged(storing.skim(raw), lazy, namespace_obj=None)
+        previous = processing.decode_state(raw)
+        step = processor.on_resource(event, previous=previous, partition=0, namespace_obj=None)
+        quiet = not step.changed and not step.outputs
+        if says:
+            skipped += 1
+            assert quiet, event.key
+        elif quiet and not previous.open:
+            pytest.fail(f"{event.key}: left alone by on_resource, not by unchanged")
+        if step.changed and step.state is not None:
+            table[event.key] = processing.encode_state(step.state)
+    assert skipped > 300
+    deleted = msgspec.structs.replace(event, change=resources.Change.DELETED)
+    headers, value = record(deleted)
+    lazy = processing.decode_lazily(headers, value, key=deleted.key.encode())
+    assert not processor.unchanged(storing.skim(table[deleted.key]), lazy, namespace_obj=None)
