@@ -168,4 +168,12 @@ def test_bench_evaluate_with_kafka_reports_both_phases_of_the_faust_worker(
         assert phase["events_per_cpu_second"] == pytest.approx(
             phase["events"] / phase["cpu_seconds"], rel=0.01
         )
+        # The breakdown of the CPU per event adds up to the whole, and each part is measured.
+        parts = phase["cpu_us_per_event"]
+        assert parts["total"] == pytest.approx(
+            phase["cpu_seconds"] / phase["events"] * 1e6, rel=0.01
+        )
+        split = ("handling_records", "rest_of_event_loop", "other_threads")
+        assert sum(parts[name] for name in split) == pytest.approx(parts["total"], abs=0.5)
+        assert all(parts[name] > 0 for name in split)
     assert measured["memory"]["evaluate_rss_bytes"] > 0
