@@ -437,66 +437,67 @@ class EvaluateApp:
         if message.value is None:
             return  # a tombstone follows a delete for compaction; the delete itself was handled
         headers = _headers(message.headers)
-        assert self.processor is not None  # set before faust starts
         # Continue the trace that ingest started; a record that carries none starts none (a
         # root span per event would cost more than evaluating most objects, for no trace).
-        traced = "traceparent" in dict(headers)
-        span = (
-            _tracer.start_as_current_span("evaluate", context=tracing.extract(headers))
-            if traced
-            else contextlib.nullcontext()
-        )
-        with span:
-            try:
-                lazy = processing.decode_lazily(headers, message.value, key=message.key)
-                key = message.key
-                raw = self._objects.data.get(key)
-                namespace_obj = self._namespace(lazy.cluster, lazy.ref.namespace)
-                views = self._inventory(lazy.cluster, lazy.ref)
-                if raw is not None and self.processor.unchanged(
-                    storing.skim(raw), lazy, namespace_obj=namespace_obj, inventory=views
-                ):
-                    # Nothing to store, publish or index (a resync, a status update): the
-                    # state is not decoded, nor is the object.
-                    return
-                resource = lazy.complete()
-                previous = processing.decode_state(raw) if raw is not None else None
-                step = self.processor.on_resource(
-                    resource,
-                    previous=previous,
-                    partition=message.partition,
-                    namespace_obj=namespace_obj,
-                    inventory=views,
-                )
-            except codec.DecodeError as exc:
-                self._dead_letter(message, exc.reason)
+        for name, _ in headers:
+            if name == "traceparent":
+                with _tracer.start_as_current_span("evaluate", context=tracing.extract(headers)):
+                    self._handle(message, headers)
                 return
-            except Exception as exc:  # one poison record must not stop the stream
-                log.exception("evaluation failed", extra={"key": message.key})
-                self._dead_letter(message, f"evaluation failed: {type(exc).__name__}: {exc}")
+        self._handle(message, headers)
+
+    def _handle(self, message: Any, headers: Sequence[tuple[str, bytes]]) -> None:
+        assert self.processor is not None  # set before faust starts
+        try:
+            lazy = processing.decode_lazily(headers, message.value, key=message.key)
+            key = message.key
+            raw = self._objects.data.get(key)
+            namespace_obj = self._namespace(lazy.cluster, lazy.ref.namespace)
+            views = self._inventory(lazy.cluster, lazy.ref)
+            if raw is not None and self.processor.unchanged(
+                storing.skim(raw), lazy, namespace_obj=namespace_obj, inventory=views
+            ):
+                # Nothing to store, publish or index (a resync, a status update): the
+                # state is not decoded, nor is the object.
                 return
-            if step.changed:
-                scope = (resource.cluster, resource.ref.namespace)
-                self._store(key, step.state, partition=message.partition, scope=scope)
-            is_namespace = resource.ref.kind == "Namespace" and resource.ref.api_version == "v1"
-            if is_namespace and step.changed:
-                ns_key = processing.namespace_key(resource.cluster, resource.ref.name).encode()
-                value = None if step.state is None else codec.canonical(resource.object)
-                self._write(self._namespaces, ns_key, value, partition=message.partition)
-            # An object whose content ingest saw unchanged (a resync, a status update) has the
-            # entry it had: only a real change, or a delete, can move the inventory.
-            unchanged = (
-                previous is not None
-                and bool(resource.digest)
-                and previous.source_digest == resource.digest
-                and resource.change is not resources.Change.DELETED
+            resource = lazy.complete()
+            previous = processing.decode_state(raw) if raw is not None else None
+            step = self.processor.on_resource(
+                resource,
+                previous=previous,
+                partition=message.partition,
+                namespace_obj=namespace_obj,
+                inventory=views,
             )
-            if self._kept_views and not unchanged:
-                update = inventory.update_of(resource, table=self._entries, views=self._kept_views)
-                if update is not None:
-                    self._on_inventory(update, partition=message.partition)
-            for output in step.outputs:
-                self._send(output)
+        except codec.DecodeError as exc:
+            self._dead_letter(message, exc.reason)
+            return
+        except Exception as exc:  # one poison record must not stop the stream
+            log.exception("evaluation failed", extra={"key": message.key})
+            self._dead_letter(message, f"evaluation failed: {type(exc).__name__}: {exc}")
+            return
+        if step.changed:
+            scope = (resource.cluster, resource.ref.namespace)
+            self._store(key, step.state, partition=message.partition, scope=scope)
+        is_namespace = resource.ref.kind == "Namespace" and resource.ref.api_version == "v1"
+        if is_namespace and step.changed:
+            ns_key = processing.namespace_key(resource.cluster, resource.ref.name).encode()
+            value = None if step.state is None else codec.canonical(resource.object)
+            self._write(self._namespaces, ns_key, value, partition=message.partition)
+        # An object whose content ingest saw unchanged (a resync, a status update) has the
+        # entry it had: only a real change, or a delete, can move the inventory.
+        unchanged = (
+            previous is not None
+            and bool(resource.digest)
+            and previous.source_digest == resource.digest
+            and resource.change is not resources.Change.DELETED
+        )
+        if self._kept_views and not unchanged:
+            update = inventory.update_of(resource, table=self._entries, views=self._kept_views)
+            if update is not None:
+                self._on_inventory(update, partition=message.partition)
+        for output in step.outputs:
+            self._send(output)
 
     def _keys_of(self, partition: int) -> list[bytes]:
         """The objects table's keys of one source partition (O(keys), not O(table))."""
