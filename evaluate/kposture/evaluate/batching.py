@@ -10,7 +10,8 @@ it off the queue, runs its sensors, and acks it on the next iteration. That path
 service awaits) with one that keeps faust's bookkeeping for every record, as faust's own loop
 does it: the read offset per partition, the gaps that a compacted topic leaves between
 offsets, ``commit_every`` and acks. The records of one topic are then collected per fetched
-batch and handed to a synchronous handler, and acked once it returns; records of every other
+batch and handed to a synchronous handler as the Kafka client's records (faust's message per
+record is skipped), and acked together once it returns; records of every other
 topic (table changelogs, internal topics) go through faust's callback exactly as before, unless
 ``take`` (optional) takes them: it is given each such record first and returns whether it dealt
 with it itself (the evaluate app applies global tables' changelog records this way once their
@@ -33,12 +34,19 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
 __all__ = ["HANDLE_AT_MOST", "REQUIRED", "install"]
 
 HANDLE_AT_MOST = 500
 """Records handed to the handler at once; the event loop runs between two such chunks."""
 REQUIRED = (
     "_drain_messages",
+    "_committed_offset",
+    "_acked_index",
+    "_acked",
+    "_waiting_for_ack",
     "_wait_next_records",
     "_to_message",
     "_buffered_partitions",
@@ -54,7 +62,6 @@ REQUIRED = (
     "highwater",
     "callback",
     "commit",
-    "ack",
     "wait_first",
     "suspend_flow",
     "app",
@@ -76,9 +83,10 @@ def install(
 ) -> None:
     """Make ``consumer`` (faust's) hand ``topic``'s records to ``handle`` in batches.
 
-    ``handle`` receives faust ``Message`` objects (``topic``, ``partition``, ``offset``,
-    ``key``, ``value``, ``headers``) in offset order per partition. It must deal with every
-    record itself (dead-letter what it cannot process): when it returns, they are acked.
+    ``handle`` receives the Kafka client's records (``topic``, ``partition``, ``offset``,
+    ``key``, ``value``, ``headers``; not faust messages) in offset order per partition. It
+    must deal with every record itself (dead-letter what it cannot process): when it
+    returns, they are acked.
     ``take`` sees the records of every other topic first; those it returns true for never
     reach faust's callback. ``pace`` is awaited after each batch that ``handle`` took.
     """
@@ -110,30 +118,43 @@ async def _drain(
     read_offset = consumer._read_offset
     commit_every = consumer._commit_every
     acks_enabled_for = consumer.app.topics.acks_enabled_for
+    acked_topic = acks_enabled_for(topic)
     app = consumer.app
     while not (consumer_stopped() or fetcher_stopped()):
-        batch: list[Any] = []
+        batch: list[tuple[Any, Any]] = []  # (partition, record) of ``topic``, in fetch order
         await asyncio.sleep(0)
-        generation, fetched = await _fetch(consumer)
-        for tp, message in fetched:
-            offset = message.offset
-            last = read_offset[tp]
-            if last is not None and offset < last:
-                continue  # already read (faust's loop drops these too)
-            if last and offset - last > 1 and acks_enabled_for(message.topic):
-                # Compaction removed the offsets in between: without a gap record the
-                # committed offset could never move past them.
-                await consumer._add_gap(tp, last + 1, offset)
-            if commit_every is not None and consumer._n_acked >= commit_every:
-                consumer._n_acked = 0
-                await consumer.commit()
-            if message.topic == topic:
-                batch.append(message)
-            elif take is not None and take(message):
-                pass  # dealt with (acks are not enabled for changelogs: nothing to ack)
-            else:
-                await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
-            read_offset[tp] = offset
+        generation, fetched = await _fetch(consumer, topic)
+        for tp, records in fetched:
+            if tp.topic == topic:
+                # The whole partition's records at once: the same checks as below, without
+                # faust's per-record message and ack (``_ack`` acks a chunk at once).
+                last = read_offset[tp]
+                for record in records:
+                    offset = record.offset
+                    if last is not None and offset < last:
+                        continue  # already read (faust's loop drops these too)
+                    if last and offset - last > 1 and acked_topic:
+                        await consumer._add_gap(tp, last + 1, offset)
+                    batch.append((tp, record))
+                    last = read_offset[tp] = offset
+                continue
+            for message in records:
+                offset = message.offset
+                last = read_offset[tp]
+                if last is not None and offset < last:
+                    continue  # already read (faust's loop drops these too)
+                if last and offset - last > 1 and acks_enabled_for(message.topic):
+                    # Compaction removed the offsets in between: without a gap record the
+                    # committed offset could never move past them.
+                    await consumer._add_gap(tp, last + 1, offset)
+                if commit_every is not None and consumer._n_acked >= commit_every:
+                    consumer._n_acked = 0
+                    await consumer.commit()
+                if take is not None and take(message):
+                    pass  # dealt with (acks are not enabled for changelogs: nothing to ack)
+                else:
+                    await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
+                read_offset[tp] = offset
         for start in range(0, len(batch), HANDLE_AT_MOST):
             if app.consumer_generation_id != generation or not consumer.flow_active:
                 # A rebalance began since this batch was fetched (faust stops the flow when
@@ -142,19 +163,43 @@ async def _drain(
                 # committed offsets. Handled here, they would be handled twice, and this
                 # worker's late writes could land after their new owner's. Unacked, they are
                 # read again by whoever owns them (every assignment resets the positions).
-                for message in batch[start:]:
-                    read_offset.pop(message.tp, None)
+                for tp, _ in batch[start:]:
+                    read_offset.pop(tp, None)
                 break
             chunk = batch[start : start + HANDLE_AT_MOST]
-            handle(chunk)
-            for message in chunk:
-                consumer.ack(message)
+            handle([record for _, record in chunk])
+            if acked_topic:
+                _ack(consumer, chunk)
+                if commit_every is not None and consumer._n_acked >= commit_every:
+                    consumer._n_acked = 0
+                    await consumer.commit()
             if pace is not None:
                 await pace()
             await asyncio.sleep(0)
 
 
-async def _fetch(consumer: Any) -> tuple[int, list[tuple[Any, Any]]]:
+def _ack(consumer: Any, chunk: Sequence[tuple[Any, Any]]) -> None:
+    # faust's ``Consumer.ack`` for every record of a chunk at once, under the same lock:
+    # each offset not committed yet is marked acked once, and a waiter for acks is woken.
+    with ack_lock:
+        committed_offset = consumer._committed_offset
+        acked_index = consumer._acked_index
+        acked = consumer._acked
+        counted = 0
+        for tp, record in chunk:
+            offset = record.offset
+            committed = committed_offset[tp]
+            if committed is None or offset >= committed:
+                index = acked_index[tp]
+                if offset not in index:
+                    index.add(offset)
+                    acked[tp].append(offset)
+                    counted += 1
+        consumer._n_acked += counted
+        notify(consumer._waiting_for_ack)
+
+
+async def _fetch(consumer: Any, topic: str) -> tuple[int, list[tuple[Any, Sequence[Any]]]]:
     # faust's ``Consumer.getmany`` without its per-record work that only feeds its monitor (a
     # high-water lookup per record costs more than decoding the record): the same wait for
     # records, the same filter on active partitions, the same seek when flow stopped meanwhile.
@@ -163,6 +208,9 @@ async def _fetch(consumer: Any) -> tuple[int, list[tuple[Any, Any]]]:
     # come from the positions the new assignment set. Dropped as if they were older, they
     # would be lost: nothing resets those positions again (a test run lost the first record
     # a partition got after a worker joined).
+    # Records of ``topic`` stay the consumer's own records (the handler reads only their
+    # topic, partition, offset, key, value and headers): faust's message for each costs
+    # as much as a dict lookup in the table. Every other topic's become faust messages.
     records, active = await consumer._wait_next_records(1.0)
     generation: int = consumer.app.consumer_generation_id
     if not records or consumer.should_stop:
@@ -180,14 +228,17 @@ async def _fetch(consumer: Any) -> tuple[int, list[tuple[Any, Any]]]:
     buffered = consumer._buffered_partitions
     to_message = consumer._to_message
     track_end = consumer.app.monitor.track_tp_end_offset
-    out: list[tuple[Any, Any]] = []
+    out: list[tuple[Any, Sequence[Any]]] = []
     paused: dict[Any, list[Any]] = {}
     for tp, batch in records.items():
         if active is not None and tp not in active and tp not in buffered:
             paused[tp] = batch  # fetched just as it was paused: read again once resumed
             continue
         track_end(tp, consumer.highwater(tp))
-        out.extend((tp, to_message(tp, record)) for record in batch)
+        if tp.topic == topic:
+            out.append((tp, batch))
+        else:
+            out.append((tp, [to_message(tp, record) for record in batch]))
     await _seek_back(consumer, paused)
     return generation, out
 

@@ -64,6 +64,29 @@ class Stopped:
         return self.flag
 
 
+class AckLog(list[int]):
+    """One partition's acked offsets, as faust keeps them, also written to a shared log."""
+
+    def __init__(self, tp: Tp, log: list[tuple[str, int, int]]) -> None:
+        super().__init__()
+        self.tp = tp
+        self.log = log
+
+    def append(self, offset: int) -> None:
+        self.log.append((self.tp.topic, self.tp.partition, offset))
+        super().append(offset)
+
+
+class AckedOffsets(dict[Tp, AckLog]):
+    def __init__(self, log: list[tuple[str, int, int]]) -> None:
+        super().__init__()
+        self.log = log
+
+    def __missing__(self, tp: Tp) -> AckLog:
+        made = self[tp] = AckLog(tp, self.log)
+        return made
+
+
 class FakeConsumer:
     """Yields the given fetches, one per ``getmany`` call, then stops the loop."""
 
@@ -77,7 +100,11 @@ class FakeConsumer:
         self._stopped = Stopped()
         self.suspend_flow = asyncio.Event()
         self.gaps: list[tuple[Tp, int, int]] = []
-        self.acked: list[tuple[str, int, int]] = []
+        self.acked: list[tuple[str, int, int]] = []  # in the order they were acked
+        self._acked = AckedOffsets(self.acked)
+        self._acked_index: dict[Tp, set[int]] = collections.defaultdict(set)
+        self._committed_offset: dict[Tp, int | None] = collections.defaultdict(lambda: None)
+        self._waiting_for_ack: asyncio.Future[None] | None = None
         self.delivered: list[tuple[str, int, int]] = []
         self._drain_messages = None
         self._buffered_partitions: set[Tp] = set()
@@ -121,10 +148,6 @@ class FakeConsumer:
         self.gaps.append((tp, start, end))
 
     async def commit(self) -> bool:
-        return True
-
-    def ack(self, message: Message) -> bool:
-        self.acked.append((message.topic, message.partition, message.offset))
         return True
 
     async def wait_first(self, *coros: Any) -> None:
@@ -300,3 +323,27 @@ def test_install_refuses_a_consumer_without_the_internals_it_needs() -> None:
 
     with pytest.raises(RuntimeError, match="_drain_messages"):
         batching.install(Bare(), topic=RESOURCES, handle=lambda messages: None)
+
+
+def test_a_chunk_is_acked_as_fausts_ack_would_ack_each_record() -> None:
+    """Offsets below the committed one and offsets acked already are left alone; the others
+    are acked once, counted towards ``commit_every``, and a waiter for acks is woken."""
+
+    async def scenario() -> FakeConsumer:
+        consumer = FakeConsumer([])
+        tp0, tp1 = Tp(RESOURCES, 0), Tp(RESOURCES, 1)
+        consumer._committed_offset[tp0] = 5
+        consumer._acked_index[tp1].add(2)
+        consumer._acked[tp1].append(2)
+        consumer.acked.clear()
+        waiter = consumer._waiting_for_ack = asyncio.get_running_loop().create_future()
+        chunk = [(tp0, Message(RESOURCES, 0, n)) for n in (4, 5, 6)]
+        chunk += [(tp1, Message(RESOURCES, 1, n)) for n in (2, 3)]
+        batching._ack(consumer, chunk)
+        assert waiter.done()
+        return consumer
+
+    consumer = asyncio.run(scenario())
+    assert consumer.acked == [(RESOURCES, 0, 5), (RESOURCES, 0, 6), (RESOURCES, 1, 3)]
+    assert consumer._n_acked == 3
+    assert consumer._acked_index[Tp(RESOURCES, 1)] == {2, 3}
