@@ -452,16 +452,16 @@ class EvaluateApp:
             lazy = processing.decode_lazily(headers, message.value, key=message.key)
             key = message.key
             raw = self._objects.data.get(key)
+            previous = processing.decode_state(raw) if raw is not None else None
             namespace_obj = self._namespace(lazy.cluster, lazy.ref.namespace)
             views = self._inventory(lazy.cluster, lazy.ref)
-            if raw is not None and self.processor.unchanged(
-                storing.skim(raw), lazy, namespace_obj=namespace_obj, inventory=views
+            if previous is not None and self.processor.unchanged(
+                previous, lazy, namespace_obj=namespace_obj, inventory=views
             ):
                 # Nothing to store, publish or index (a resync, a status update): the
-                # state is not decoded, nor is the object.
+                # event's object is not decoded.
                 return
             resource = lazy.complete()
-            previous = processing.decode_state(raw) if raw is not None else None
             step = self.processor.on_resource(
                 resource,
                 previous=previous,

@@ -129,29 +129,29 @@ class Processor:
 
     def unchanged(
         self,
-        stored: storing.Skim,
-        event: LazyResource,
+        previous: ObjectState,
+        event: LazyResource | resources.ResourceEvent,
         *,
         namespace_obj: Mapping[str, Any] | None,
         inventory: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Whether ``on_resource`` would leave the stored state as it is and publish nothing.
+        """Whether ``on_resource`` would leave ``previous`` as it is and publish nothing.
 
         True only for an event that ``on_resource`` answers without reading its object: the
         same content under the same policy, namespace and inventory, and no open finding that
         time or an exception could move (those go through ``on_resource``). Most events of a
-        stream are such (resyncs, status updates, redeliveries); this tells them apart from a
-        skim of the stored state and the event with its object undecoded.
+        stream are such (resyncs, status updates, redeliveries); this tells them apart with
+        the event's object undecoded (``LazyResource``).
         """
-        if stored.has_open or event.change is resources.Change.DELETED:
+        if previous.open or event.change is resources.Change.DELETED:
             return False
         salt = _namespace_salt(namespace_obj)
         if inventory is not None:
             salt += _inventory_salt(inventory)
         return _same_input(
-            stored.source_digest,
-            stored.fingerprint,
-            stored.digest,
+            previous.source_digest,
+            previous.fingerprint,
+            previous.digest,
             event_digest=event.digest,
             policy=self.policy,
             salt=salt,

@@ -230,35 +230,9 @@ class _Head(msgspec.Struct, array_like=True):
     partition: int
 
 
-class _Skimmed(msgspec.Struct, array_like=True):
-    # ``_Stored`` with what ``Skim`` needs decoded, the rest kept as undecoded spans.
-    cluster: msgspec.Raw
-    ref: msgspec.Raw
-    partition: msgspec.Raw
-    digest: str
-    fingerprint: Any
-    observed_at: msgspec.Raw
-    object: msgspec.Raw
-    source_digest: Any
-    passed: msgspec.Raw
-    passed_list: msgspec.Raw
-    open: msgspec.Raw
-
-
-class Skim(NamedTuple):
-    """What tells whether an event can change a stored state, without decoding the state."""
-
-    digest: str
-    fingerprint: str
-    source_digest: str
-    has_open: bool  # whether the state holds open findings
-
-
 _ENCODER = msgspec.msgpack.Encoder()
 _STORED_DECODER = msgspec.msgpack.Decoder(_Stored)
 _HEAD_DECODER = msgspec.msgpack.Decoder(_Head)
-_SKIM_DECODER = msgspec.msgpack.Decoder(_Skimmed)
-_NO_FINDINGS = msgspec.msgpack.encode(())
 _OBJECT_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
 
 
@@ -338,18 +312,6 @@ def scope_of(data: bytes) -> tuple[int, str, str]:
     ``decode``)."""
     head = _HEAD_DECODER.decode(data)
     return head.partition, head.cluster, head.ref[4]
-
-
-def skim(data: bytes) -> Skim:
-    """The digests and the presence of findings of an encoded state (a fraction of
-    ``decode``'s cost: the object, the passes and the findings stay undecoded)."""
-    skimmed = _SKIM_DECODER.decode(data)
-    return Skim(
-        skimmed.digest,
-        _fingerprint_unpacked(skimmed.fingerprint),
-        _unpack(skimmed.source_digest),
-        bytes(skimmed.open) != _NO_FINDINGS,
-    )
 
 
 def decode(data: bytes) -> ObjectState:
