@@ -209,8 +209,9 @@ async def _fetch(consumer: Any, topic: str) -> tuple[int, list[tuple[Any, Sequen
     # would be lost: nothing resets those positions again (a test run lost the first record
     # a partition got after a worker joined).
     # Records of ``topic`` stay the consumer's own records (the handler reads only their
-    # topic, partition, offset, key, value and headers): faust's message for each costs
-    # as much as a dict lookup in the table. Every other topic's become faust messages.
+    # topic, partition, offset, key, value and headers): faust's message and ack per record
+    # cost about 12 us of the event loop's CPU each (measured with a handler that does
+    # nothing). Every other topic's become faust messages.
     records, active = await consumer._wait_next_records(1.0)
     generation: int = consumer.app.consumer_generation_id
     if not records or consumer.should_stop:

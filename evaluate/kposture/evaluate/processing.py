@@ -145,16 +145,13 @@ class Processor:
         """
         if previous.open or event.change is resources.Change.DELETED:
             return False
-        salt = _namespace_salt(namespace_obj)
-        if inventory is not None:
-            salt += _inventory_salt(inventory)
         return _same_input(
             previous.source_digest,
             previous.fingerprint,
             previous.digest,
             event_digest=event.digest,
             policy=self.policy,
-            salt=salt,
+            salt=_salt(namespace_obj, inventory),
         )
 
     def needs_inventory(self, ref: common.ObjectRef) -> frozenset[str]:
@@ -200,11 +197,7 @@ class Processor:
         inventory: Mapping[str, Any] | None = None,
     ) -> Step:
         policy = self.policy
-        salt = _namespace_salt(namespace_obj)
-        if inventory is not None:
-            # Cross-object verdicts depend on the inventory as much as on the object: a new or
-            # deleted NetworkPolicy must get past both "unchanged" shortcuts below.
-            salt += _inventory_salt(inventory)
+        salt = _salt(namespace_obj, inventory)
         # The tracking context (owner, exposure) is built only for an object with findings,
         # open or new: without either, ``refresh`` and ``track`` have nothing to do, and that
         # is the case of most events.
@@ -340,6 +333,16 @@ class Processor:
         ]
 
 
+def _salt(namespace_obj: Mapping[str, Any] | None, inventory: Mapping[str, Any] | None) -> str:
+    # What a state's digest ends with besides the object's content: the namespace labels
+    # (namespaceSelector matches read them) and, for kinds with cross-object checks, the
+    # inventory (a new or deleted NetworkPolicy must get past the "unchanged" shortcuts).
+    salt = _namespace_salt(namespace_obj)
+    if inventory is not None:
+        salt += _inventory_salt(inventory)
+    return salt
+
+
 def _same_input(
     source: str,
     fingerprint: str,
@@ -423,7 +426,8 @@ def decode_resource(
     """A resource event from a record; ``codec.DecodeError`` if it is anything else.
 
     The record key must be the event's ``<cluster>/<uid>``: the object's state is stored under
-    it, so a mismatch would split one object's history.
+    it, so a mismatch would split one object's history. The straightforward decoding: the
+    app uses ``decode_lazily``, which the tests hold to this one.
     """
     model = envelope.decode_data(headers, value)
     if type(model) is not resources.ResourceEvent:
