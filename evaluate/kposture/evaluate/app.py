@@ -452,15 +452,16 @@ class EvaluateApp:
             lazy = processing.decode_lazily(headers, message.value, key=message.key)
             key = message.key
             raw = self._objects.data.get(key)
-            previous = processing.decode_state(raw) if raw is not None else None
+            loaded = processing.load_state(raw) if raw is not None else None
             namespace_obj = self._namespace(lazy.cluster, lazy.ref.namespace)
             views = self._inventory(lazy.cluster, lazy.ref)
-            if previous is not None and self.processor.unchanged(
-                previous, lazy, namespace_obj=namespace_obj, inventory=views
+            if loaded is not None and self.processor.unchanged(
+                loaded, lazy, namespace_obj=namespace_obj, inventory=views
             ):
-                # Nothing to store, publish or index (a resync, a status update): the
-                # event's object is not decoded.
+                # Nothing to store, publish or index (a resync, a status update): neither the
+                # event's object nor the state's findings are decoded.
                 return
+            previous = loaded.state() if loaded is not None else None
             resource = lazy.complete()
             step = self.processor.on_resource(
                 resource,

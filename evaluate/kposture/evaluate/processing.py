@@ -43,6 +43,11 @@ def decode_state(data: bytes) -> ObjectState:
     return storing.decode(data)
 
 
+def load_state(data: bytes) -> storing.Loaded:
+    """A state from its table value, its findings left unexpanded until ``state()``."""
+    return storing.load(data)
+
+
 class Output(msgspec.Struct, frozen=True):
     """One record to publish: the logical topic, the key and the CloudEvent."""
 
@@ -129,22 +134,29 @@ class Processor:
 
     def unchanged(
         self,
-        previous: ObjectState,
+        previous: storing.Loaded,
         event: LazyResource | resources.ResourceEvent,
         *,
         namespace_obj: Mapping[str, Any] | None,
         inventory: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Whether ``on_resource`` would leave ``previous`` as it is and publish nothing.
+        """Whether ``on_resource`` would leave the ``previous`` state as it is and publish
+        nothing.
 
         True only for an event that ``on_resource`` answers without reading its object: the
         same content under the same policy, namespace and inventory, and no open finding that
-        time or an exception could move (those go through ``on_resource``). Most events of a
-        stream are such (resyncs, status updates, redeliveries); this tells them apart with
-        the event's object undecoded (``LazyResource``).
+        an exception could move, as none is in force or carried. Most events of a stream are
+        such (resyncs, status updates, redeliveries); this tells them apart with the event's
+        object undecoded (``LazyResource``) and the state's findings unexpanded.
+
+        Its one assumption: the priority stored with open findings is current, because the
+        caller re-evaluates an object whose surroundings (exposing Services, privileged
+        accounts) change, as the app does; ``on_resource`` would recompute it from them.
         """
-        if previous.open or event.change is resources.Change.DELETED:
+        if event.change is resources.Change.DELETED:
             return False
+        if previous.open and (previous.waived or self.policy.waivers):
+            return False  # an exception may have expired, or come to apply: on_resource sees
         return _same_input(
             previous.source_digest,
             previous.fingerprint,

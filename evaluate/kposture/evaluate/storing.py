@@ -316,27 +316,55 @@ def scope_of(data: bytes) -> tuple[int, str, str]:
 
 def decode(data: bytes) -> ObjectState:
     """A state from its table value."""
-    stored = _STORED_DECODER.decode(data)
-    fingerprint = _fingerprint_unpacked(stored.fingerprint)
-    book = _CODEBOOKS.get(fingerprint)
-    api_version, kind = stored.ref[0], stored.ref[1]
-    if stored.passed is None:
-        passed = stored.passed_list
-    else:
-        passed = book.unmask(stored.passed) if book is not None else ()
-    return ObjectState(
-        cluster=stored.cluster,
-        ref=common.ObjectRef(*stored.ref),
-        partition=stored.partition,
-        digest=stored.digest,
-        fingerprint=fingerprint,
-        observed_at=stored.observed_at,
-        object=stored.object,
-        source_digest=_unpack(stored.source_digest),
-        passed=passed,
-        open=_expand_all(stored.open, book, api_version, kind) if stored.open else (),
-        identity=stored.identity,
-    )
+    return load(data).state()
+
+
+class Loaded:
+    """A table value decoded without expanding its findings: what tells an unchanged event
+    (``source_digest``, ``fingerprint``, ``digest``, how many findings are open and whether
+    one carries an exception), and ``state()`` for the whole state.
+
+    An object with open findings keeps about a dozen; expanding them costs 20 us of the 26 us
+    that decoding such a state takes, and an event that changes nothing needs none of it.
+    """
+
+    __slots__ = ("_stored", "digest", "fingerprint", "open", "source_digest", "waived")
+
+    def __init__(self, stored: _Stored) -> None:
+        self._stored = stored
+        self.digest: str = stored.digest
+        self.fingerprint: str = _fingerprint_unpacked(stored.fingerprint)
+        self.source_digest: str = _unpack(stored.source_digest)
+        self.open: int = len(stored.open)
+        self.waived: bool = any(compact[9] is not None for compact in stored.open)
+
+    def state(self) -> ObjectState:
+        """The whole state (findings expanded against the codebook of its policy)."""
+        stored = self._stored
+        book = _CODEBOOKS.get(self.fingerprint)
+        api_version, kind = stored.ref[0], stored.ref[1]
+        if stored.passed is None:
+            passed = stored.passed_list
+        else:
+            passed = book.unmask(stored.passed) if book is not None else ()
+        return ObjectState(
+            cluster=stored.cluster,
+            ref=common.ObjectRef(*stored.ref),
+            partition=stored.partition,
+            digest=stored.digest,
+            fingerprint=self.fingerprint,
+            observed_at=stored.observed_at,
+            object=stored.object,
+            source_digest=self.source_digest,
+            passed=passed,
+            open=_expand_all(stored.open, book, api_version, kind) if stored.open else (),
+            identity=stored.identity,
+        )
+
+
+def load(data: bytes) -> Loaded:
+    """A table value decoded as far as telling an unchanged event needs (``Loaded``)."""
+    return Loaded(_STORED_DECODER.decode(data))
 
 
 def _pack(text: str) -> str | bytes:

@@ -147,6 +147,45 @@ def test_an_exception_document_waives_on_the_next_sweep(store: policy_store.Poli
     assert states(swept) == [("privileged", findings.Transition.WAIVED, "v1.0")]
 
 
+def test_findings_an_exception_can_move_are_never_skipped_as_unchanged(
+    store: policy_store.PolicyStore,
+) -> None:
+    """A resync of an object with an open finding is unchanged while no exception is in force;
+    once one is, or while a finding still carries one, the resync goes to ``on_resource``, which
+    waives the finding, and reopens it when the exception is withdrawn."""
+    processor = processing.Processor(store.build(), clock=lambda: T0)
+    resync = event(resources.Change.SYNCED, privileged=True)
+    first = processor.on_resource(resync, previous=None, partition=0, namespace_obj=None)
+    assert first.state is not None
+    assert first.state.open
+
+    def unchanged(state: processing.ObjectState) -> bool:
+        loaded = processing.load_state(processing.encode_state(state))
+        return processor.unchanged(loaded, resync, namespace_obj=None)
+
+    assert unchanged(first.state)
+    again = processor.on_resource(resync, previous=first.state, partition=0, namespace_obj=None)
+    assert not again.changed
+    assert again.outputs == []
+
+    source = EXCEPTION.format(expires="2030-01-01T00:00:00Z")
+    store.apply("exception/legacy", document(policy.DocumentKind.EXCEPTION, "legacy", "x", source))
+    processor.policy = store.build()
+    assert not unchanged(first.state)
+    waived = processor.on_resource(resync, previous=first.state, partition=0, namespace_obj=None)
+    assert states(waived) == [("privileged", findings.Transition.WAIVED, "v1.0")]
+    assert waived.state is not None
+
+    store.apply("exception/legacy", None)
+    processor.policy = store.build()
+    assert processor.policy.waivers == ()
+    assert not unchanged(waived.state)  # the finding still carries the withdrawn exception
+    reopened = processor.on_resource(resync, previous=waived.state, partition=0, namespace_obj=None)
+    assert states(reopened) == [("privileged", findings.Transition.OPENED, "v1.0")]
+    assert reopened.state is not None
+    assert unchanged(reopened.state)
+
+
 def test_an_invalid_document_is_rejected_and_the_previous_one_stays(
     store: policy_store.PolicyStore,
 ) -> None:
