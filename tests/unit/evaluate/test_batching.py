@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import itertools
+import random
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from faust.transport import consumer as faust_consumer
+from intervaltree import IntervalTree
 
 from kposture.evaluate import batching
 
@@ -231,10 +235,55 @@ def test_the_loop_awaits_pace_after_each_chunk_before_it_reads_on() -> None:
 
 
 def test_offsets_that_compaction_removed_are_recorded_as_gaps() -> None:
-    consumer = FakeConsumer([[Message(RESOURCES, 0, 3)], [Message(RESOURCES, 0, 9)]])
+    """A gap is exactly the missing offsets (faust's ``_add_gap`` includes both ends), also
+    right after offset 0."""
+    records = [(0, 3), (0, 9), (1, 0), (1, 2)]
+    consumer = FakeConsumer([[Message(RESOURCES, p, offset)] for p, offset in records])
     _run(consumer)
-    assert consumer.gaps == [(Tp(RESOURCES, 0), 4, 9)]
+    assert consumer.gaps == [(Tp(RESOURCES, 0), 4, 8), (Tp(RESOURCES, 1), 1, 1)]
     assert consumer._read_offset[Tp(RESOURCES, 0)] == 9
+
+
+class FaustBookkeeping(FakeConsumer):
+    """The stand-in with faust's own gap and commit bookkeeping (its ``Consumer`` methods)."""
+
+    def __init__(self, fetches: list[list[Message]]) -> None:
+        super().__init__(fetches)
+        self._gap: dict[Tp, IntervalTree] = collections.defaultdict(IntervalTree)
+        self._commit_every = 1  # the loop commits after every chunk
+        self.commits: list[int] = []  # partition 0's committed offset after each commit
+
+    async def _add_gap(self, tp: Tp, start: int, end: int) -> None:
+        await faust_consumer.Consumer._add_gap(self, tp, start, end)  # type: ignore[arg-type]
+
+    async def commit(self) -> bool:
+        for tp in list(self._acked):
+            offset = faust_consumer.Consumer._new_offset(self, tp)  # type: ignore[arg-type]
+            if offset is not None and faust_consumer.Consumer._should_commit(self, tp, offset):  # type: ignore[arg-type]
+                self._committed_offset[tp] = offset
+        self.commits.append(self._committed_offset[Tp(RESOURCES, 0)] or 0)
+        return True
+
+
+def test_commits_move_past_every_gap_that_compaction_left() -> None:
+    """On a partition that compaction thinned out, faust's commit bookkeeping (not a stand-in
+    of it) reaches the end once the last chunk is acked: the committed offset never stalls
+    at a gap, and never passes a record before it is handled."""
+    rng = random.Random(7)
+    offsets = sorted(rng.sample(range(5_000), 1_200))
+    fetches = [
+        [Message(RESOURCES, 0, offset) for offset in offsets[start : start + 700]]
+        for start in range(0, len(offsets), 700)
+    ]
+    consumer = FaustBookkeeping(fetches)
+    handled = _run(consumer)
+    assert [offset for chunk in handled for _, offset in chunk] == offsets
+    assert consumer._committed_offset[Tp(RESOURCES, 0)] == offsets[-1] + 1
+    # After each chunk the commit is at most one past the last offset handled so far.
+    ends = itertools.accumulate(len(chunk) for chunk in handled)
+    assert len(consumer.commits) == len(handled)
+    for commit, end in zip(consumer.commits, ends, strict=True):
+        assert commit <= offsets[end - 1] + 1
 
 
 def test_records_read_before_are_not_handled_again() -> None:
