@@ -140,7 +140,7 @@ def test_a_png_of_the_latency_distributions_is_written_next_to_the_report(
     assert picture.stat().st_size > 10_000
 
 
-def test_bench_evaluate_with_kafka_reports_both_phases_of_the_faust_worker(
+def test_bench_evaluate_with_kafka_reports_each_phase_of_the_faust_worker(
     local_env: environment.Environment, tmp_path: Path
 ) -> None:
     output = tmp_path / "evaluate.json"
@@ -159,11 +159,12 @@ def test_bench_evaluate_with_kafka_reports_both_phases_of_the_faust_worker(
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     measured = json.loads(output.read_text())["kafka"]
-    cold, steady = measured["cold_load"], measured["evaluate"]
-    # The phases split exactly at the 2,000 added events: every record counts in one of them.
+    names = ("evaluate", "evaluate_unchanged_only", "evaluate_changed_only")
+    cold, updates = measured["cold_load"], [measured[name] for name in names]
+    # The phases split exactly at each stream's 2,000 events: every record counts in one.
     assert cold["events"] == 2000
-    assert steady["events"] == 2000
-    for phase in (cold, steady):
+    assert [phase["events"] for phase in updates] == [2000, 2000, 2000]
+    for phase in (cold, *updates):
         assert phase["cpu_seconds"] > 0
         assert phase["events_per_cpu_second"] == pytest.approx(
             phase["events"] / phase["cpu_seconds"], rel=0.01

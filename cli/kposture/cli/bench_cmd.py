@@ -11,7 +11,8 @@ synthetic fleet (``kposture.evaluate.benchmarking``). With ``--kafka`` it also r
 app end to end against the broker of the configuration (by default the local one of ``kposture
 dev up``): the events are produced first, on fresh topics, then one worker consumes them; its
 CPU time is measured from the first event it handles, so start-up and production are left
-out, and split in two phases: the cold load (every object added) and the updates after it.
+out, and split in phases: the cold load (every object added), then three streams of updates
+(the default mix, events that change nothing the checks read, events that all do).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from kposture.evaluate import app as evaluate_app
 from kposture.evaluate import benchmarking, synthetic
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
+from kposture.schemas import topics
 
 bench_app = typer.Typer(
     help="Benchmarks. Without a sub-command: the whole pipeline under multi-cluster load.",
@@ -169,24 +171,63 @@ async def run_kafka(
         )
         fleet = synthetic.fleet(objects, seed=seed)
         added = synthetic.added(fleet)
-        updates = [e for _, e in synthetic.updates(fleet, events, seed=seed + 2)]
-        await kafka.create_topics(bench.kafka)
-        await bursting.produce(bench, added + updates)
-        return await _consume(
-            bench, cold=len(added), total=len(added) + len(updates), tracked=len(fleet.objects)
-        )
+        # In order, as the fleet follows the edits: the default mix, then a stream whose
+        # events change nothing the checks read, then one where every event does.
+        phases = [
+            [e for _, e in synthetic.updates(fleet, events, seed=seed + 2 + n, mix=mix)]
+            for n, mix in enumerate(_KAFKA_MIXES.values())
+        ]
+        specs = topics.catalogue(prefix=prefix, partitions=bench.kafka.partitions)
+        await kafka.create_topics(bench.kafka, [_Uncompacted.of(spec) for spec in specs])
+        await bursting.produce(bench, added + [e for phase in phases for e in phase])
+        ends = [len(added)]
+        for phase in phases:
+            ends.append(ends[-1] + len(phase))
+        return await _consume(bench, ends=ends, tracked=len(fleet.objects))
+
+
+class _Uncompacted(topics.TopicSpec, frozen=True):
+    """A topic of the catalogue whose records compaction leaves alone for a day.
+
+    The whole backlog is produced before the worker starts, several events per object: the
+    broker's compaction would remove the superseded ones meanwhile (a run lost 10,000 of
+    65,000), and the phases, which end at counts of handled events, would never end.
+    """
+
+    @classmethod
+    def of(cls, spec: topics.TopicSpec) -> _Uncompacted:
+        """``spec`` with the bench's compaction lag."""
+        return cls(**msgspec.structs.asdict(spec))
+
+    def configs(self) -> dict[str, str]:
+        """The catalogue's configs, compacted topics keeping each record a day first."""
+        configs = super().configs()
+        if "compact" in self.cleanup_policy:
+            configs["min.compaction.lag.ms"] = str(_COMPACTION_LAG_MS)
+        return configs
+
+
+_COMPACTION_LAG_MS = 24 * 3600 * 1000
+
+_KAFKA_MIXES = {
+    "evaluate": synthetic.UPDATE_MIX,
+    "evaluate_unchanged_only": (("status", 0.6), ("resync", 0.4)),
+    "evaluate_changed_only": (("changed", 1.0),),
+}
+"""The update phases of ``run_kafka``, by report key, and their mix of kinds of update."""
 
 
 async def _consume(
-    settings: settings_mod.Settings, *, cold: int, total: int, tracked: int
+    settings: settings_mod.Settings, *, ends: list[int], tracked: int
 ) -> dict[str, Any]:
-    # Two phases, split by the worker's count of handled records: the first ``cold`` records
-    # (every object ``added``: a cold start that opens every finding), then the updates. The
-    # worker's record handler is wrapped to note the CPU time the moment a phase ends, and
-    # to add up the CPU that handling records takes (it runs on the event loop's thread).
+    # Phases split by the worker's count of handled records, each ending at one of ``ends``:
+    # the cold load (every object ``added``: a cold start that opens every finding), then
+    # the update phases of ``_KAFKA_MIXES``. The worker's record handler is wrapped to note
+    # the CPU time the moment a phase ends, and to add up the CPU that handling records
+    # takes (it runs on the event loop's thread).
     worker = evaluate_app.EvaluateApp(settings)
     marks: list[_Mark] = []
-    ends = {cold, total}
+    total = ends[-1]
     handle = worker._on_resource  # a measuring hook, for the bench only
     handling = [0.0]
 
@@ -207,7 +248,7 @@ async def _consume(
         started = time.thread_time()
         handle(message)
         handling[0] += time.thread_time() - started
-        if worker.processed in ends:
+        if len(marks) <= len(ends) and worker.processed == ends[len(marks) - 1]:
             mark()
 
     worker._on_resource = measured_handle  # type: ignore[method-assign]
@@ -231,10 +272,12 @@ async def _consume(
     finally:
         with contextlib.suppress(Exception):
             await worker.stop()
-    cold_phase, steady = _kafka_phase(marks[0], marks[1]), _kafka_phase(marks[1], marks[2])
+    updates = {
+        name: _kafka_phase(marks[n], marks[n + 1]) for n, name in enumerate(_KAFKA_MIXES, start=1)
+    }
     return {
-        "evaluate": steady,
-        "cold_load": cold_phase,
+        **updates,
+        "cold_load": _kafka_phase(marks[0], marks[1]),
         "memory": {
             "evaluate_rss_bytes": rss_after,
             "rss_growth_bytes": rss_after - rss_before,
