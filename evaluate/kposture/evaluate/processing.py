@@ -181,8 +181,19 @@ class Processor:
 
         Re-evaluates it if the policy's checks changed since it was evaluated, or (for an
         object with cross-object checks) if ``inventory`` changed; otherwise only re-applies
-        exceptions and priority (an exception was published or expired).
+        exceptions and priority (an exception was published or expired). An object without
+        open findings is then left as it is without loading its stored copy: a sweep after an
+        exception's publication or expiry meets mostly such objects.
         """
+        if not previous.open and _same_input(
+            previous.source_digest,
+            previous.fingerprint,
+            previous.digest,
+            event_digest=previous.source_digest,
+            policy=self.policy,
+            salt=_salt(namespace_obj, inventory),
+        ):
+            return Step(previous, [], changed=False)  # as ``_evaluate`` answers, unloaded
         return self._evaluate(
             previous.cluster,
             previous.ref,

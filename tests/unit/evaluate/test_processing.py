@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
+import msgspec
 import pytest
 
 from kposture.evaluate import policy_store, processing
@@ -184,6 +185,31 @@ def test_findings_an_exception_can_move_are_never_skipped_as_unchanged(
     assert states(reopened) == [("privileged", findings.Transition.OPENED, "v1.0")]
     assert reopened.state is not None
     assert unchanged(reopened.state)
+
+
+def test_a_sweep_leaves_an_object_without_findings_unloaded_under_the_same_policy(
+    store: policy_store.PolicyStore,
+) -> None:
+    """Under the policy that evaluated it, a sweep leaves a passing object as it is without
+    loading its stored copy; under a new version it re-evaluates it from that copy."""
+    processor = processing.Processor(store.build(), clock=lambda: T0)
+    first = processor.on_resource(
+        event(resources.Change.ADDED, privileged=False),
+        previous=None,
+        partition=0,
+        namespace_obj=None,
+    )
+    assert first.state is not None
+    assert not first.state.open
+    unreadable = msgspec.structs.replace(first.state, object=b"\xc1")  # not msgpack
+    swept = processor.sweep(unreadable, namespace_obj=None)
+    assert not swept.changed
+    assert swept.outputs == []
+    store.apply("baseline/unit", baseline_doc("v2.0"))
+    processor.policy = store.build()
+    with pytest.raises(msgspec.DecodeError):
+        processor.sweep(unreadable, namespace_obj=None)
+    assert processor.sweep(first.state, namespace_obj=None).changed
 
 
 def test_an_invalid_document_is_rejected_and_the_previous_one_stays(
