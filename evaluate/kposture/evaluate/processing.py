@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 import orjson
@@ -158,12 +158,7 @@ class Processor:
         if previous.open and (previous.waived or self.policy.waivers):
             return False  # an exception may have expired, or come to apply: on_resource sees
         return _same_input(
-            previous.source_digest,
-            previous.fingerprint,
-            previous.digest,
-            event_digest=event.digest,
-            policy=self.policy,
-            salt=_salt(namespace_obj, inventory),
+            previous, event.digest, policy=self.policy, salt=_salt(namespace_obj, inventory)
         )
 
     def needs_inventory(self, ref: common.ObjectRef) -> frozenset[str]:
@@ -186,10 +181,8 @@ class Processor:
         exception's publication or expiry meets mostly such objects.
         """
         if not previous.open and _same_input(
+            previous,
             previous.source_digest,
-            previous.fingerprint,
-            previous.digest,
-            event_digest=previous.source_digest,
             policy=self.policy,
             salt=_salt(namespace_obj, inventory),
         ):
@@ -224,14 +217,7 @@ class Processor:
         # The tracking context (owner, exposure) is built only for an object with findings,
         # open or new: without either, ``refresh`` and ``track`` have nothing to do, and that
         # is the case of most events.
-        if previous is not None and _same_input(
-            previous.source_digest,
-            previous.fingerprint,
-            previous.digest,
-            event_digest=source_digest,
-            policy=policy,
-            salt=salt,
-        ):
+        if previous is not None and _same_input(previous, source_digest, policy=policy, salt=salt):
             # The same object under the same policy (an anti-entropy resync, a redelivery):
             # skip projecting, compressing and rewriting it; only time and exceptions can
             # have changed a finding.
@@ -366,23 +352,28 @@ def _salt(namespace_obj: Mapping[str, Any] | None, inventory: Mapping[str, Any] 
     return salt
 
 
+class _Evaluated(Protocol):
+    """What ``_same_input`` reads of a stored state (``ObjectState`` or ``storing.Loaded``)."""
+
+    @property
+    def source_digest(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+
+
 def _same_input(
-    source: str,
-    fingerprint: str,
-    digest: str,
-    *,
-    event_digest: str,
-    policy: policy_store.PolicySet,
-    salt: str,
+    state: _Evaluated, event_digest: str, *, policy: policy_store.PolicySet, salt: str
 ) -> bool:
-    # A stored state (its ``source`` digest, ``fingerprint`` and ``digest``) was evaluated
-    # from the event's object (ingest's digest), under the policy in force, with the same
-    # namespace labels and inventory (the ``salt`` its digest ends with).
+    # A stored state was evaluated from the event's object (ingest's digest), under the
+    # policy in force, with the same namespace labels and inventory (the ``salt`` its digest
+    # ends with).
     return (
         bool(event_digest)
-        and source == event_digest
-        and fingerprint == policy.fingerprint
-        and digest.endswith(salt)
+        and state.source_digest == event_digest
+        and state.fingerprint == policy.fingerprint
+        and state.digest.endswith(salt)
     )
 
 

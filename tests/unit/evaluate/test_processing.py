@@ -85,6 +85,16 @@ def store() -> policy_store.PolicyStore:
     return made
 
 
+def added(processor: processing.Processor, *, privileged: bool) -> processing.Step:
+    """The step of the pod's first event, on partition 0 without a namespace object."""
+    return processor.on_resource(
+        event(resources.Change.ADDED, privileged=privileged),
+        previous=None,
+        partition=0,
+        namespace_obj=None,
+    )
+
+
 def states(step: processing.Step) -> list[tuple[str, findings.Transition, str]]:
     """(check, transition, version) of each finding a step publishes."""
     out = []
@@ -117,12 +127,7 @@ def test_a_sweep_after_a_new_version_re_evaluates_from_the_stored_object(
 ) -> None:
     """Hot reload: the stored object is re-evaluated and the update names the new version."""
     processor = processing.Processor(store.build(), clock=lambda: T0)
-    first = processor.on_resource(
-        event(resources.Change.ADDED, privileged=True),
-        previous=None,
-        partition=0,
-        namespace_obj=None,
-    )
+    first = added(processor, privileged=True)
     assert first.state is not None
     assert processor.sweep(first.state, namespace_obj=None).outputs == []
     store.apply("baseline/unit", baseline_doc("v2.0", severity="critical"))
@@ -134,12 +139,7 @@ def test_a_sweep_after_a_new_version_re_evaluates_from_the_stored_object(
 def test_an_exception_document_waives_on_the_next_sweep(store: policy_store.PolicyStore) -> None:
     """Publishing an exception waives open findings without re-running checks."""
     processor = processing.Processor(store.build(), clock=lambda: T0)
-    first = processor.on_resource(
-        event(resources.Change.ADDED, privileged=True),
-        previous=None,
-        partition=0,
-        namespace_obj=None,
-    )
+    first = added(processor, privileged=True)
     assert first.state is not None
     source = EXCEPTION.format(expires="2030-01-01T00:00:00Z")
     store.apply("exception/legacy", document(policy.DocumentKind.EXCEPTION, "legacy", "x", source))
@@ -193,12 +193,7 @@ def test_a_sweep_leaves_an_object_without_findings_unloaded_under_the_same_polic
     """Under the policy that evaluated it, a sweep leaves a passing object as it is without
     loading its stored copy; under a new version it re-evaluates it from that copy."""
     processor = processing.Processor(store.build(), clock=lambda: T0)
-    first = processor.on_resource(
-        event(resources.Change.ADDED, privileged=False),
-        previous=None,
-        partition=0,
-        namespace_obj=None,
-    )
+    first = added(processor, privileged=False)
     assert first.state is not None
     assert not first.state.open
     unreadable = msgspec.structs.replace(first.state, object=b"\xc1")  # not msgpack
