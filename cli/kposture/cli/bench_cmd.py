@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import pathlib
 import resource
 import tempfile
@@ -180,9 +181,7 @@ async def run_kafka(
         specs = topics.catalogue(prefix=prefix, partitions=bench.kafka.partitions)
         await kafka.create_topics(bench.kafka, [_Uncompacted.of(spec) for spec in specs])
         await bursting.produce(bench, added + [e for phase in phases for e in phase])
-        ends = [len(added)]
-        for phase in phases:
-            ends.append(ends[-1] + len(phase))
+        ends = list(itertools.accumulate([len(added), *map(len, phases)]))
         return await _consume(bench, ends=ends, tracked=len(fleet.objects))
 
 

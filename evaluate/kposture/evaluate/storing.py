@@ -336,7 +336,8 @@ class Loaded:
         self.fingerprint: str = _fingerprint_unpacked(stored.fingerprint)
         self.source_digest: str = _unpack(stored.source_digest)
         self.open: int = len(stored.open)
-        self.waived: bool = any(compact[9] is not None for compact in stored.open)
+        # Most states have no finding: no scan on every event's path for them.
+        self.waived: bool = bool(stored.open) and any(c[9] is not None for c in stored.open)
 
     def state(self) -> ObjectState:
         """The whole state (findings expanded against the codebook of its policy)."""

@@ -461,8 +461,9 @@ def test_unchanged_says_exactly_when_an_event_would_leave_its_state_alone(
         assert raw is not None
         headers, value = record(event)
         lazy = processing.decode_lazily(headers, value, key=event.key.encode())
-        previous = processing.decode_state(raw)
-        says = processor.unchanged(processing.load_state(raw), lazy, namespace_obj=None)
+        loaded = processing.load_state(raw)
+        previous = loaded.state()
+        says = processor.unchanged(loaded, lazy, namespace_obj=None)
         step = processor.on_resource(event, previous=previous, partition=0, namespace_obj=None)
         quiet = not step.changed and not step.outputs
         if says:
