@@ -17,6 +17,7 @@ Model = (
     resources.ResourceEvent
     | findings.Finding
     | posture.PostureSnapshot
+    | posture.Contribution
     | remediation.RemediationAction
     | audit.AuditEvent
     | deadletter.DeadLetter
@@ -85,6 +86,7 @@ def finding_type(state: findings.Transition) -> str:
 
 
 POSTURE_TYPE = "io.kposture.posture.snapshot.v1"
+CONTRIBUTION_TYPE = "io.kposture.posture.contribution.v1"
 REMEDIATION_TYPE = "io.kposture.remediation.decision.v1"
 AUDIT_TYPE = "io.kposture.audit.event.v1"
 DEADLETTER_TYPE = "io.kposture.deadletter.v1"
@@ -94,6 +96,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
     **{resource_type(c): resources.ResourceEvent for c in resources.Change},
     **{finding_type(s): findings.Finding for s in findings.Transition},
     POSTURE_TYPE: posture.PostureSnapshot,
+    CONTRIBUTION_TYPE: posture.Contribution,
     REMEDIATION_TYPE: remediation.RemediationAction,
     AUDIT_TYPE: audit.AuditEvent,
     DEADLETTER_TYPE: deadletter.DeadLetter,

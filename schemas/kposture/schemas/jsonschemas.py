@@ -18,6 +18,7 @@ MODELS: dict[str, type[Any]] = {
     "resource-event": resources.ResourceEvent,
     "finding": findings.Finding,
     "posture-snapshot": posture.PostureSnapshot,
+    "posture-contribution": posture.Contribution,
     "remediation-action": remediation.RemediationAction,
     "audit-event": audit.AuditEvent,
     "dead-letter": deadletter.DeadLetter,

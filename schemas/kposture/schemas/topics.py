@@ -24,6 +24,7 @@ class Topic(enum.StrEnum):
     REMEDIATIONS = "remediations.v1"
     AUDIT = "audit.v1"
     DLQ = "dlq.v1"
+    CONTRIBUTIONS = "contributions.v1"
 
 
 class TopicSpec(msgspec.Struct, frozen=True):
@@ -115,5 +116,13 @@ def catalogue(*, prefix: str = DEFAULT_PREFIX, partitions: int = 6) -> list[Topi
             "delete",
             14 * _DAY_MS,
             "records that could not be decoded or processed, with the reason",
+        ),
+        spec(
+            Topic.CONTRIBUTIONS,
+            "<cluster>/<uid>",
+            "compact",
+            -1,
+            "each object's current contribution to posture: its checks' outcomes; "
+            "the posture rollup's input",
         ),
     ]

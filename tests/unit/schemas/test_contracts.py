@@ -289,7 +289,12 @@ def test_topic_catalogue_has_every_topic_with_the_right_cleanup_policy() -> None
     assert set(specs) == set(topics.Topic)
     assert specs[topics.Topic.RESOURCES].name == "acme.resources.v1"
     compacted = {t for t, s in specs.items() if s.cleanup_policy == "compact"}
-    assert compacted == {topics.Topic.RESOURCES, topics.Topic.BASELINES, topics.Topic.REMEDIATIONS}
+    assert compacted == {
+        topics.Topic.RESOURCES,
+        topics.Topic.BASELINES,
+        topics.Topic.REMEDIATIONS,
+        topics.Topic.CONTRIBUTIONS,
+    }
     assert specs[topics.Topic.AUDIT].partitions == 1
 
 
