@@ -32,7 +32,7 @@ import msgspec
 import orjson
 import typer
 
-from kposture.cli import serving, topics_cmd
+from kposture.cli import ingest_cmd, serving, topics_cmd
 from kposture.cli.benching import bursting, measuring, reporting, running, services
 from kposture.cli.devenv import processes
 from kposture.evaluate import app as evaluate_app
@@ -327,3 +327,7 @@ def _rss_bytes() -> int:
         fields = pathlib.Path("/proc/self/statm").read_text(encoding="ascii").split()
         return int(fields[1]) * resource.getpagesize()
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# ``bench ingest`` lives with the ingest commands; it is listed after ``bench evaluate``.
+bench_app.command("ingest")(ingest_cmd.bench_ingest)

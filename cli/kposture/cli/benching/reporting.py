@@ -12,11 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib as mpl
-
-mpl.use("Agg")  # no display here or in CI; must precede pyplot's import
-
-import matplotlib.pyplot as plt
 import orjson
 
 TARGETS: Mapping[str, float] = {
@@ -89,6 +84,12 @@ def plot(
     title: str,
 ) -> None:
     """Two panels: the detection histogram, and the CDFs of every latency, with the targets."""
+    # Imported here: matplotlib takes about a second to import and only the plot needs it.
+    import matplotlib as mpl
+
+    mpl.use("Agg")  # no display here or in CI; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), constrained_layout=True)
     figure.suptitle(title, fontsize=11)
     if detection_ms:
