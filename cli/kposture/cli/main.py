@@ -157,10 +157,12 @@ class LazyGroup(typer.core.TyperGroup):
         if self._listing:
             return typer.core.TyperCommand(name=cmd_name, help=entry.summary)
         if entry.needs_dev_extra and (missing := missing_dev_extra()):
+            named = ", ".join(missing[:3])
+            if len(missing) > 3:
+                named += f" and {len(missing) - 3} more"
             typer.echo(
-                f"error: kposture {cmd_name} needs the {DEV_EXTRA} extra "
-                f"(missing: {', '.join(missing)}); install it with: "
-                f"pip install '{DIST}[{DEV_EXTRA}]'",
+                f"error: kposture {cmd_name} needs the {DEV_EXTRA} extra (missing: {named}); "
+                f"install it with: pip install '{DIST}[{DEV_EXTRA}]'",
                 err=True,
             )
             raise typer.Exit(code=EXIT_NEEDS_EXTRA)
