@@ -13,13 +13,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import console
 
-from kposture.evaluate import baselines, engine, loading, reporting, scanning
+# Only what the command's options need is imported here, so that ``kposture scan --help`` does
+# not load the engine and its CEL compiler; the functions import the rest.
+from kposture.evaluate import reporting, scanning
 from kposture.schemas import common
+
+if TYPE_CHECKING:
+    from kposture.evaluate import baselines
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 EXIT_FAILED = 1
@@ -60,6 +65,8 @@ def scan(
     ] = scanning.DEFAULT_FAIL_ON,
 ) -> None:
     """Evaluate Kubernetes manifests against security baselines."""
+    from kposture.evaluate import engine
+
     try:
         policies = resolve_policies(baseline or list(scanning.DEFAULT_BASELINES))
         manifests, ignored = read_manifests(paths)
@@ -80,6 +87,8 @@ def scan(
 
 def resolve_policies(refs: Sequence[str]) -> list[baselines.Policy]:
     """Resolve ``NAME[@VERSION]`` (built-in) or ``FILE[@VERSION]`` references to policies."""
+    from kposture.evaluate import baselines, loading
+
     policies: list[baselines.Policy] = []
     for ref in refs:
         name, version = baselines.split_ref(ref)
