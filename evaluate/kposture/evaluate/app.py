@@ -1,78 +1,35 @@
-"""The evaluate service: a faust-streaming app around ``processing.Processor``.
+"""The evaluate service: ``processing.Processor`` on the transactional stream runtime.
 
-Data flow: the ``resources`` topic's records reach ``_on_resources`` in batches, straight from
-faust's fetch loop (``batching``: faust's per-record agent path costs more CPU than evaluating).
-Each CloudEvent is decoded, the object is evaluated against the policy in force, its state
-(content digest, open findings, the object itself) is stored in the ``objects`` table and the
-resulting transitions are published to ``findings``. Namespace objects also go to the
-``namespaces`` global table, which every worker reads in full, so namespaceSelector matches,
-owners and criticality can see them; when a namespace object changes in a worker's copy (its
-own write, or another worker's through the changelog), that worker re-evaluates its objects
-in the namespace. The kinds that cross-object checks and priority read
-(NetworkPolicies, RBAC objects, ServiceAccounts, Services, Ingresses, Pods and workloads) go,
-reduced, to the ``inventory`` global table (``inventory``); a change there queues the objects
-whose checks or priority it concerns for re-evaluation. Each worker does this for its own
-partitions only, for its own changes at once and for other workers' when the changelog brings
-them to its copy: an object is re-evaluated by its owner against a copy that shows the change.
-The queue is worked off between two batches of records (``_reevaluate``), each object once
-however many changes concerned it meanwhile, from the table as it is then. It is not durable
-and need not be: every partition assignment (a restart, a rebalance) sweeps all the objects.
-Records that cannot be decoded or evaluated go to the ``dlq`` topic with the reason, and the
-stream goes on.
+Each worker joins a consumer group on the ``resources`` topic (``stream.consuming``). A
+partition's records are decoded, evaluated against the policy in force, and their outputs put
+on that partition's writer: the object's new state to the ``objects`` changelog, transitions to
+``findings``, poison records to ``dlq``. One Kafka transaction per partition commits those with
+the input offsets (``stream.transactions``), so after any crash a record's outputs exist once.
 
-The global tables' changelog records reach each worker through the same fetch loop: past
-recovery, ``_take_changelog`` applies other workers' records to the worker's copy and skips its
-own (named by a header), which its copy shows already; faust's per-record changelog path costs
-several times more, and applying a worker's own record again could show an older value of
-the key for a while when a later write of it was still on its way back. Another worker's
-record that comes back while one of the worker's own writes of the key is on its way is
-skipped too: it precedes that write in the log. So the copy ends as the log does.
+Cross-object state lives in global tables that every worker keeps in full, read from their
+changelogs (``stream.tables.GlobalFollower``): ``namespaces`` (namespaceSelector matches,
+owners, criticality) and ``inventory`` (what cross-object checks and priority read). A change
+there queues the concerned objects of the worker's own partitions for re-evaluation
+(``_reevaluate``), whoever wrote it. ``posture-shares`` holds each partition's posture counts;
+the owner of partition 0 adds them up and publishes the snapshots.
 
-Posture: each worker writes its partitions' shares of every scope to the ``posture-shares``
-global table; the owner of partition 0 adds them up and publishes the snapshots
-(``_posture``), so the counts are whole however many workers share the partitions. A worker
-writes a partition's shares only once it has rebuilt the partition's tally from the table
-after its assignment, and none while a rebalance is under way; after each rebalance, the
-owner of partition 0 publishes every scope again, since the last snapshots on the topic may
-be another worker's.
-
-Outputs and ``objects`` changelog records go through one ``publishing.Publisher`` (batched,
-acks=all), flushed by faust's commit before it commits offsets. The table is written to its
-store and changelog directly, to the partition of the record being processed, as faust would
-(faust's own path costs a pending message, a future and sensors per write).
-
-Policy: ``following.PolicyFollower`` reads the compacted ``baselines`` topic before the worker
-starts consuming resources and then continuously. A change swaps the compiled policy and
-*sweeps* the worker's partitions: ``_run_sweeps`` re-evaluates every object of each partition
-the worker owns from the table, in the worker's own task (the table is written directly, to
-the changelog partition of each object). The same sweep runs once changelog recovery has
-completed after each partition assignment (faust's ``on_rebalance_complete``) and when an
-exception expires. A sweep stops when a rebalance begins: the one after it covers everything.
-(Sweeps used to go through an internal topic and a faust agent. After a rebalance under
-load, that agent could miss the sweep records, and the worker then ignored changelog changes
-until the next policy change.)
-
-faust is imported here only. ``EvaluateApp.start`` runs the faust app inside the caller's
-asyncio loop (``await app.start()``, no faust Worker and no ``app.main()``), so tests and
-``kposture run`` host it like any other service.
+Policy comes from the compacted ``baselines`` topic (``following``); a change swaps the
+compiled policy and sweeps every owned partition, as does each assignment and each expiry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
-import faust
 import orjson
 
 from kposture.evaluate import (
-    batching,
     following,
     inventory,
     periodic,
@@ -84,6 +41,7 @@ from kposture.evaluate import (
     tracking,
     watched,
 )
+from kposture.evaluate.stream import consuming, tables, transactions
 from kposture.runtime import health, kafka, tracing
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, common, resources, topics
@@ -105,10 +63,12 @@ UNCONFIRMED_S = 60.0
 """How long a worker's own global-table write may take to come back before it counts as lost."""
 UNCONFIRMED_KEPT = 65_536
 """Keys with own writes on their way back, beyond which the ones older than UNCONFIRMED_S go."""
+OBJECTS, NAMESPACES, INVENTORY, SHARES = "objects", "namespaces", "inventory", "posture-shares"
+"""The tables, each rebuilt from the changelog topic ``<app id>-<table>-changelog``."""
 
 
 class EvaluateApp:
-    """One evaluate worker: the faust app, the policy follower and the periodic tasks."""
+    """One evaluate worker: the stream, the tables, the policy follower and the periodic tasks."""
 
     def __init__(
         self,
@@ -123,16 +83,21 @@ class EvaluateApp:
         self.store = policy_store.PolicyStore(settings.evaluate.baselines)
         self.processor: processing.Processor | None = None
         self._names = {t: kafka.topic_name(settings.kafka, t) for t in topics.Topic}
-        self._faust: Any = None
+        self._stream: consuming.Stream | None = None
+        self._global: tables.GlobalFollower | None = None
         self._producer: Any = None
         self._publisher: publishing.Publisher | None = None
         self._follower: following.PolicyFollower | None = None
-        # The tables, read and written directly (see ``_Direct``); set when faust is built.
-        self._objects: _Direct = _Direct.none()
-        self._namespaces: _Direct = _Direct.none()
+        app_id = settings.evaluate.app_id
+        self._objects = tables.Table({}, tables.changelog_name(app_id, OBJECTS))
+        self._namespaces = tables.Table(
+            watched.Watched(), tables.changelog_name(app_id, NAMESPACES), shared=True
+        )
         self._parsed_namespaces: dict[bytes, tuple[bytes, Mapping[str, Any]]] = {}
         # Every cluster's inventory entries; ``_entries`` is its indexed data.
-        self._inventory_table: _Direct = _Direct.none(inventory.Indexed)
+        self._inventory_table = tables.Table(
+            inventory.Indexed(), tables.changelog_name(app_id, INVENTORY), shared=True
+        )
         self._parsed_entries: dict[bytes, Any] = {}
         # The views the policy in force needs kept, and the last inventories assembled from
         # them, with the entry versions they were built at.
@@ -144,7 +109,9 @@ class EvaluateApp:
             tuple[str, str], tuple[tuple[int, ...], tracking.Surroundings]
         ] = {}
         # Every partition's posture share, which the owner of partition 0 adds up and publishes.
-        self._shares: _Direct = _Direct.none(posture.Shares)
+        self._shares = tables.Table(
+            posture.Shares(), tables.changelog_name(app_id, SHARES), shared=True
+        )
         self._board = posture.Board()
         self._reconcile: set[int] = set()  # partitions rebuilt since the last posture tick
         # Partitions whose tally was rebuilt from the table since they were assigned: only
@@ -176,18 +143,31 @@ class EvaluateApp:
         # This worker's global-table writes on their way back through the changelog, per
         # (changelog, key): how many, and when the last was made (``_take_changelog``).
         self._unconfirmed: dict[tuple[str, bytes], list[float]] = {}
-        self._shared: dict[str, _Direct] = {}  # the global tables, by changelog topic
+        self._shared = {
+            table.changelog: table
+            for table in (self._namespaces, self._inventory_table, self._shares)
+        }
+        cast(watched.Watched, self._namespaces.data).listener = _guarded(
+            self._follow_namespace, "a namespace change"
+        )
+        self._entries.listener = _guarded(self._follow_inventory, "an inventory change")
         self.processed = 0
         """Resource records handled so far (evaluated, skipped or dead-lettered)."""
 
     # -- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the policy, then start consuming; returns once partitions are assigned."""
-        await kafka.create_topics(self.settings.kafka)
+        """Load the policy and the global tables, then join the group; returns once this
+        worker's first assignment is restored."""
+        settings = self.settings
+        await kafka.create_topics(settings.kafka)
+        await kafka.create_changelogs(
+            settings.kafka,
+            [self._objects.changelog, *self._shared],
+        )
         self._producer = kafka.producer(
-            self.settings.kafka,
-            client_id=f"{self.settings.evaluate.app_id}-publisher",
+            settings.kafka,
+            client_id=f"{settings.evaluate.app_id}-publisher",
             linger_ms=int(PRODUCER_LINGER_S * 1000),
         )
         await self._producer.start()
@@ -196,7 +176,7 @@ class EvaluateApp:
             self._names[t] for t in (topics.Topic.FINDINGS, topics.Topic.POSTURE, topics.Topic.DLQ)
         )
         self._follower = following.PolicyFollower(
-            self.settings,
+            settings,
             self.store,
             clock=self.clock,
             readiness=self.readiness,
@@ -205,9 +185,22 @@ class EvaluateApp:
         self.processor = processing.Processor(await self._follower.start(), clock=self.clock)
         self.processor.surroundings = self._surroundings_of
         self._kept_views = inventory.kept_views(self.processor.policy.engine.inventory_views)
-        self._faust = self._build_faust()
-        await self._faust.start()
-        self.readiness.report("kafka", ok=True, detail="faust app started")
+        self._global = tables.GlobalFollower(
+            settings,
+            self._shared,
+            apply=self._take_changelog,
+            client_id=f"{settings.evaluate.app_id}-tables",
+        )
+        await self._global.catch_up()
+        self._stream = consuming.Stream(
+            settings,
+            topic=self._names[topics.Topic.RESOURCES],
+            group_id=settings.evaluate.app_id,
+            handler=_Handler(self),
+            readiness=self.readiness,
+        )
+        await self._stream.start()
+        stream, global_follower = self._stream, self._global
         processor, publisher, follower = self.processor, self._publisher, self._follower
 
         def publish() -> Awaitable[None]:
@@ -222,6 +215,8 @@ class EvaluateApp:
             )
 
         loops: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
+            ("evaluate-stream", stream.run),
+            ("evaluate-tables", global_follower.follow),
             ("evaluate-publisher", publisher.run),
             ("evaluate-policy", lambda: follower.follow(self._on_policy)),
             ("evaluate-sweeps", self._run_sweeps),
@@ -232,17 +227,21 @@ class EvaluateApp:
         for name, start in loops:
             kept = periodic.keep_running(name, start, readiness=self.readiness)
             self._tasks.append(asyncio.create_task(kept, name=name))
+        await stream.wait_assigned()
+        self.readiness.report("kafka", ok=True, detail="consuming")
 
     async def stop(self) -> None:
-        """Stop the tasks and the faust app (which commits offsets and flushes changelogs)."""
+        """Stop the tasks, commit what is pending and leave the group."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._faust is not None:
-            await self._faust.stop()  # commits, which flushes the publisher
+        if self._stream is not None:
+            await self._stream.stop()
+        if self._global is not None:
+            await self._global.stop()
         if self._publisher is not None:
             await self._publisher.flush()
         if self._producer is not None:
@@ -267,115 +266,37 @@ class EvaluateApp:
                 await runner.cleanup()
             await self.stop()
 
-    # -- faust -----------------------------------------------------------------------------
+    # -- the stream ------------------------------------------------------------------------
 
-    def _build_faust(self) -> Any:
-        kafka_settings = self.settings.kafka
-        evaluate = self.settings.evaluate
-        partitions = kafka_settings.partitions
-        app: Any = faust.App(
-            evaluate.app_id,
-            broker=[f"kafka://{host}" for host in kafka_settings.bootstrap_servers.split(",")],
-            store="memory://",
-            datadir=evaluate.data_dir,
-            topic_partitions=partitions,
-            topic_replication_factor=kafka_settings.replication_factor,
-            key_serializer="raw",
-            value_serializer="raw",
-            producer_acks=-1,  # faust's producer now carries only sweeps and namespaces
-            consumer_auto_offset_reset="earliest",
-            web_enabled=False,
-            stream_wait_empty=False,
+    async def _assigned(self, partitions: set[int]) -> None:
+        # The stream started these partitions' producers (fencing their previous owners):
+        # load their objects from the changelog, then sweep them with the tables as they are.
+        self._by_partition = None
+        self._due.clear()  # the sweep that follows re-evaluates everything
+        data = self._objects.data
+        await tables.restore(
+            self.settings,
+            self._objects.changelog,
+            partitions,
+            lambda records: tables.load(data, records),
+            client_id=f"{self.settings.evaluate.app_id}-restore",
         )
+        self._sweeps.put_nowait("assigned")
 
-        def topic(name: str, **extra: Any) -> Any:
-            return app.topic(name, key_type=bytes, value_type=bytes, **extra)
+    def _revoked(self, partitions: set[int]) -> None:
+        assert self.processor is not None  # set before the stream starts
+        for partition in partitions:
+            for key in self._keys_of(partition):
+                self._objects.data.pop(key, None)
+            self.processor.tally.forget(partition)
+            self._tallied.discard(partition)
+        self._by_partition = None
+        # Whoever owns partition 0 after the rebalance publishes every scope again, whatever
+        # its board last published: the last snapshots on the topic may be another worker's.
+        self._publish_all = True
 
-        def global_table(name: str) -> Any:
-            # Another worker's writes reach this one through the changelog. faust assigns
-            # every changelog partition of a global table as active, so it buffers their
-            # records until ``recovery_buffer_size`` piled up (1,000 by default) even after
-            # recovery: a quiet table would not show another worker's writes for hours.
-            # Apply each record as it comes.
-            return app.GlobalTable(
-                name,
-                partitions=partitions,
-                key_type=bytes,
-                value_type=bytes,
-                recovery_buffer_size=1,
-            )
-
-        resources = topic(self._names[topics.Topic.RESOURCES])
-        objects = app.Table("objects", partitions=partitions, key_type=bytes, value_type=bytes)
-        self._objects = _Direct.of(objects)
-        self._namespaces = _Direct.of(global_table("namespaces"), data=watched.Watched, shared=True)
-        namespaces = cast(watched.Watched, self._namespaces.data)
-        namespaces.listener = _guarded(self._follow_namespace, "a namespace change")
-        # What cross-object checks read arrives on any partition, so every worker keeps all
-        # of it (reduced to ``inventory`` entries, indexed by cluster, namespace and view).
-        self._inventory_table = _Direct.of(
-            global_table("inventory"), data=inventory.Indexed, shared=True
-        )
-        self._entries.listener = _guarded(self._follow_inventory, "an inventory change")
-        self._changed_entries.clear()
-        self._changed_namespaces.clear()
-        self._shares = _Direct.of(global_table("posture-shares"), data=posture.Shares, shared=True)
-        self._shared = {
-            table.changelog: table
-            for table in (self._namespaces, self._inventory_table, self._shares)
-        }
-        self._inventories.clear()
-
-        async def evaluate_resources(stream: Any) -> None:
-            # Subscribes the resources topic (and co-partitions the tables with it); its
-            # records reach ``_on_resources`` through ``batching`` and never this stream.
-            async for event in stream.events():
-                self._on_resource(event.message)
-
-        # Registered by call, not as decorators: faust's decorators are untyped.
-        app.agent(resources, name="evaluate-resources")(evaluate_resources)
-
-        async def assigned(sender: Any, assigned: Iterable[Any], **_: Any) -> None:
-            self._by_partition = None  # recovery is about to write the table behind our back
-            self._due.clear()  # the sweep that follows re-evaluates everything
-            mine = {tp.partition for tp in assigned if tp.topic == resources.get_topic_name()}
-            self.readiness.report("partitions", ok=True, detail=f"{len(mine)} assigned")
-
-        async def recovered(sender: Any, **_: Any) -> None:
-            # The tables hold what the changelogs say: sweep the partitions this worker owns.
-            self._sweeps.put_nowait("assigned")
-
-        async def revoked(sender: Any, revoked: Iterable[Any], **_: Any) -> None:
-            assert self.processor is not None  # set before faust starts
-            self._by_partition = None
-            for tp in revoked:
-                if tp.topic == resources.get_topic_name():
-                    self.processor.tally.forget(tp.partition)
-                    self._tallied.discard(tp.partition)
-            # Whoever owns partition 0 after the rebalance publishes every scope again, whatever
-            # its board last published: the last snapshots on the topic may be another worker's.
-            self._publish_all = True
-
-        app.on_partitions_assigned.connect(assigned)
-        app.on_rebalance_complete.connect(recovered)
-        app.on_partitions_revoked.connect(revoked)
-        _flush_before_commit(app, self._publisher)
-        _guard_recovery(app.tables.recovery, self.readiness)
-        assert self._publisher is not None  # created before faust
-        batching.install(
-            app.consumer,
-            topic=resources.get_topic_name(),
-            handle=self._on_resources,
-            take=self._take_changelog,
-            pace=self._publisher.wait_room,
-        )
-        return app
-
-    def _take_changelog(self, message: Any) -> bool:
-        # A global table's changelog record once recovery is over: applied to this worker's
-        # copy here, as faust's recovery would (to the store's data, so the listeners see it)
-        # but without its queue, event and tasks per record. During recovery, or while faust
-        # still holds records it has not applied, faust applies them all, in order.
+    def _take_changelog(self, records: Sequence[Any]) -> None:
+        # Global tables' changelog records, applied to this worker's copy in log order.
         #
         # The copy must end as the log does: the last record of a key wins. This worker's own
         # writes are in its copy already, so its records are not applied again when they come
@@ -384,53 +305,42 @@ class EvaluateApp:
         # of the key is still on its way precedes that write in the log (a partition is read
         # in order), so it is not applied either: the write that follows it wins, as in the
         # log. Two workers write one key when a partition changes owner.
-        table = self._shared.get(message.topic)
-        if table is None:
-            return False
-        recovery = self._faust.tables.recovery
-        tp = message.tp
-        seen = recovery.active_offsets.get(tp)
-        if seen is not None and message.offset <= seen:
-            return True  # read already
-        slot = (message.topic, message.key)
+        for record in records:
+            table = self._shared.get(record.topic)
+            if table is not None:
+                self._take_record(table, record)
+
+    def _take_record(self, table: tables.Table, record: Any) -> None:
+        slot = (record.topic, record.key)
         own = any(
-            name == WRITER_HEADER and value == self._writer for name, value in message.headers or ()
+            name == WRITER_HEADER and value == self._writer for name, value in record.headers or ()
         )
-        latest = True  # for an own record: no later write of the key is on its way
-        if own and (pending := self._unconfirmed.get(slot)) is not None:
-            pending[0] -= 1
-            if pending[0] > 0:
-                latest = False
-            else:
-                del self._unconfirmed[slot]
-        if (
-            recovery.in_recovery
-            or tp not in recovery.active_tps
-            or not self._faust.tables.changelog_queue.empty()
-        ):
-            return False
-        recovery.active_offsets[tp] = message.offset  # where a later recovery goes on from
         data = table.data
         if own:
-            if not latest or data.get(message.key) == message.value:
-                return True  # the copy shows this write, or a later one of ours
-            # faust applied an older record meanwhile (during a recovery): take ours again
+            pending = self._unconfirmed.get(slot)
+            if pending is not None:
+                pending[0] -= 1
+                if pending[0] > 0:
+                    return  # a later write of ours is on its way: the copy shows it
+                del self._unconfirmed[slot]
+                if data.get(record.key) == record.value:
+                    return  # the copy shows this write
+            # Not waited for (written before a restart, or forgotten): follow the log.
         elif (pending := self._unconfirmed.get(slot)) is not None:
             if time.monotonic() - pending[1] < UNCONFIRMED_S:
-                return True  # our write of the key follows it in the log
-            del self._unconfirmed[slot]  # ours never came back (the batch was lost): follow
+                return  # our write of the key follows it in the log
+            del self._unconfirmed[slot]  # ours never came back (its transaction aborted)
         try:
-            if message.value is None:
-                data.pop(message.key, None)
+            if record.value is None:
+                data.pop(record.key, None)
             else:
-                data[message.key] = message.value
-        except Exception:  # a record no worker writes: it must not stop the fetch loop
-            log.exception("skipped a changelog record", extra={"topic": message.topic})
-        return True
+                data[record.key] = record.value
+        except Exception:  # a record no worker writes: it must not stop the follower
+            log.exception("skipped a changelog record", extra={"topic": record.topic})
 
-    def _on_resources(self, messages: Iterable[Any]) -> None:
-        for message in messages:
-            self._on_resource(message)
+    def _on_resources(self, records: Iterable[Any]) -> None:
+        for record in records:
+            self._on_resource(record)
 
     def _on_resource(self, message: Any) -> None:
         self.processed += 1
@@ -447,7 +357,7 @@ class EvaluateApp:
         self._handle(message, headers)
 
     def _handle(self, message: Any, headers: Sequence[tuple[str, bytes]]) -> None:
-        assert self.processor is not None  # set before faust starts
+        assert self.processor is not None  # set before the stream starts
         try:
             lazy = processing.decode_lazily(headers, message.value, key=message.key)
             key = message.key
@@ -498,7 +408,7 @@ class EvaluateApp:
             if update is not None:
                 self._on_inventory(update, partition=message.partition)
         for output in step.outputs:
-            self._send(output)
+            self._send(output, partition=message.partition)
 
     def _keys_of(self, partition: int) -> list[bytes]:
         """The objects table's keys of one source partition (O(keys), not O(table))."""
@@ -515,7 +425,7 @@ class EvaluateApp:
         # Whether the sweep went through: it stops when a rebalance begins (``generation``
         # is the consumer generation it started in), as the partition may be another
         # worker's by then, and the sweep after the rebalance covers everything.
-        assert self.processor is not None  # set before faust starts
+        assert self.processor is not None  # set before the stream starts
         keys = self._keys_of(partition)
         swept = 0
         for key in keys:
@@ -533,7 +443,7 @@ class EvaluateApp:
             swept += 1
             if swept % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-                if self._faust.consumer_generation_id != generation:
+                if self._generation() != generation:
                     return False
         data = self._objects.data
         mine = [raw for key in self._keys_of(partition) if (raw := data.get(key)) is not None]
@@ -545,7 +455,7 @@ class EvaluateApp:
 
     def _reevaluated(self, state: processing.ObjectState) -> processing.Step:
         # A stored object brought up to the policy, its namespace and its inventory now.
-        assert self.processor is not None  # set before faust starts
+        assert self.processor is not None  # set before the stream starts
         return self.processor.sweep(
             state,
             namespace_obj=self._namespace(state.cluster, state.ref.namespace),
@@ -559,7 +469,7 @@ class EvaluateApp:
             scope = (state.cluster, state.ref.namespace)
             self._store(key, state, partition=partition, scope=scope)
         for output in step.outputs:
-            self._send(output)
+            self._send(output, partition=partition)
 
     def _refill(self, state: processing.ObjectState, *, partition: int) -> None:
         # A stored object whose inventory entry is missing (the table is new since an upgrade,
@@ -596,23 +506,30 @@ class EvaluateApp:
                 if not keys:
                     del scopes[scope]
 
-    def _write(self, table: _Direct, key: bytes, value: bytes | None, *, partition: int) -> None:
-        # What faust's ``Table.__setitem__`` does from inside a stream (which the batched
-        # resources records are not), minus its per-write future and sensors: the local store,
-        # and the changelog partition of the record being processed, which recovery (or, for
-        # a global table, every worker) reads back. ``None`` deletes the key.
+    def _write(
+        self, table: tables.Table, key: bytes, value: bytes | None, *, partition: int
+    ) -> None:
+        # The copy in memory, and the changelog partition of the source partition, in that
+        # partition's next transaction. ``None`` deletes the key. A partition this worker no
+        # longer owns is written by its new owner: nothing changes here.
+        writer = self._partition_writer(partition)
+        if writer is None:
+            return
         if value is None:
             table.data.pop(key, None)
         else:
             table.data[key] = value
-        assert self._publisher is not None  # set before faust starts
         headers: publishing.Headers = []
         if table.shared:
             headers.append((WRITER_HEADER, self._writer))
             self._unconfirm(table.changelog, key)
-        self._publisher.put(
-            table.changelog, key=key, value=value, headers=headers, partition=partition
-        )
+        writer.put(table.changelog, key=key, value=value, headers=headers, partition=partition)
+
+    def _partition_writer(self, partition: int) -> transactions.PartitionWriter | None:
+        return None if self._stream is None else self._stream.writers.get(partition)
+
+    def _generation(self) -> int:
+        return -1 if self._stream is None else self._stream.generation
 
     def _unconfirm(self, changelog: str, key: bytes) -> None:
         # One more write of ``key`` on its way back through ``changelog`` (``_take_changelog``).
@@ -634,7 +551,7 @@ class EvaluateApp:
     # -- cross-object checks ---------------------------------------------------------------
 
     def _inventory(self, cluster: str, ref: Any) -> dict[str, Any] | None:
-        assert self.processor is not None  # set before faust starts
+        assert self.processor is not None  # set before the stream starts
         views = self.processor.needs_inventory(ref)
         if not views or not views <= self._kept_views:
             return None  # nearly every kind: no cross-object check, nothing to assemble
@@ -673,7 +590,7 @@ class EvaluateApp:
     def _follow_inventory(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
         # Another worker's change, which this worker's copy is about to take in from the
         # changelog (the table still shows ``old``). Its concerned objects are worked out
-        # once the change (or faust's whole changelog batch) is in place. Without a key index
+        # once the change (or the whole fetched changelog chunk) is in place. Without a key index
         # yet, a sweep is due that evaluates every object against the table as it is then.
         if self._writing or self._by_partition is None:
             return
@@ -762,7 +679,7 @@ class EvaluateApp:
 
     @property
     def _entries(self) -> inventory.Indexed:
-        """The inventory table's data (``_Direct.of`` made it an ``inventory.Indexed``)."""
+        """The inventory table's data, indexed by cluster, namespace and view."""
         return cast(inventory.Indexed, self._inventory_table.data)
 
     async def _reevaluate(self) -> None:
@@ -789,14 +706,16 @@ class EvaluateApp:
                     continue
                 self._apply(key, step, partition=state.partition)
                 if done % SWEEP_YIELD_EVERY == 0:
+                    self._touched()
                     await asyncio.sleep(0)
                     owned = self._owned()  # a rebalance may have begun meanwhile
+            self._touched()
 
     def _follow_namespace(self, key: bytes, old: Any, new: Any) -> None:
         # A namespace object changed in this worker's copy (its own write, or another
         # worker's through the changelog): its labels decide namespaceSelector matches, and
         # with its annotations owners and criticality. Re-evaluate this worker's objects in it
-        # once the change (or faust's whole changelog batch) is in place. Without an index
+        # once the change (or the whole fetched changelog chunk) is in place. Without an index
         # yet, a sweep is due that evaluates every object with the table as it is then.
         if self._by_partition is None or _namespace_facts(old) == _namespace_facts(new):
             return  # no sweep due, and nothing its objects read changed (most edits: annotations)
@@ -805,7 +724,7 @@ class EvaluateApp:
 
     def _schedule_follow(self) -> None:
         # The listeners run inside a table write: the rest waits for the next turn of the
-        # loop, when the change (or faust's whole changelog batch) is in place.
+        # loop, when the change (or the whole fetched changelog chunk) is in place.
         if not self._follow_scheduled:
             self._follow_scheduled = True
             asyncio.get_running_loop().call_soon(self._after_changes)
@@ -846,15 +765,26 @@ class EvaluateApp:
         self._parsed_namespaces[ns_key] = (raw, loaded)
         return loaded
 
-    def _send(self, output: processing.Output) -> None:
-        # The publisher is flushed before faust commits the consumed offsets, so a record is
-        # consumed "done" only once its outputs were acknowledged (at least once).
+    def _send(self, output: processing.Output, *, partition: int | None = None) -> None:
+        # The outputs of a source partition's records go in that partition's transaction,
+        # with its offsets; what belongs to no partition (posture snapshots, the dead letters
+        # of policy records) goes through the plain idempotent producer.
         assert self._publisher is not None  # set before anything is sent
-        self._publisher.put(
-            self._names[output.topic],
-            key=output.key.encode(),
+        topic = self._names[output.topic]
+        key = output.key.encode()
+        headers = kafka.record_headers(output.event)
+        if partition is None:
+            self._publisher.put(topic, key=key, value=output.event.data, headers=headers)
+            return
+        writer = self._partition_writer(partition)
+        if writer is None:
+            return  # the partition moved on: its new owner publishes what it finds
+        writer.put(
+            topic,
+            key=key,
             value=output.event.data,
-            headers=kafka.record_headers(output.event),
+            headers=headers,
+            partition=self._publisher.partition_for(topic, key),
         )
 
     def _dead_letter(self, message: Any, reason: str) -> None:
@@ -868,12 +798,12 @@ class EvaluateApp:
             headers=dict(_headers(message.headers)),
             now=self.clock(),
         )
-        self._send(output)
+        self._send(output, partition=message.partition)
 
     # -- policy ----------------------------------------------------------------------------
 
     def _on_policy(self, built: policy_store.PolicySet) -> None:
-        assert self.processor is not None  # set before faust starts
+        assert self.processor is not None  # set before the stream starts
         self.processor.policy = built
         self._kept_views = inventory.kept_views(built.engine.inventory_views)
         self._sweeps.put_nowait("policy")
@@ -885,12 +815,9 @@ class EvaluateApp:
         # partition's (the table holds them all) and publishes the scopes that changed. So the
         # posture is whole however many workers share the partitions.
         # A worker tells only the shares of partitions it owns and has tallied from the table
-        # since they were assigned, and nothing while a rebalance is under way: a share told
-        # from a partial tally, or by a partition's previous owner, could land after its new
-        # owner's, and the owner would not tell it again until it changed.
-        assert self.processor is not None  # set before faust starts
-        if self._faust.rebalancing:
-            return []
+        # since they were assigned: a share told from a partial tally would stay until it
+        # changed. A previous owner cannot tell one any more: its writer is fenced.
+        assert self.processor is not None  # set before the stream starts
         owned = self._owned() & self._tallied
         tally = self.processor.tally
         for partition, where, counts in tally.shares(owned):
@@ -906,21 +833,22 @@ class EvaluateApp:
                 if parsed is not None and parsed[0] == partition and parsed[1] not in current:
                     self._write(self._shares, key, None, partition=partition)
         self._reconcile.clear()
+        self._touched()
         if 0 not in owned:
             return []
-        shares = cast(posture.Shares, self._shares.data)  # made so by ``_Direct.of``
+        shares = cast(posture.Shares, self._shares.data)
         only_changed, self._publish_all = only_changed and not self._publish_all, False
         return processing.posture_outputs(
             self._board.snapshots(shares, now=self.clock(), only_changed=only_changed)
         )
 
     def _owned(self) -> set[int]:
-        resources = self._names[topics.Topic.RESOURCES]
-        if self._faust is None:
-            return set()
-        return {
-            tp.partition for tp in self._faust.assignor.assigned_actives() if tp.topic == resources
-        }
+        return set() if self._stream is None else self._stream.owned
+
+    def _touched(self) -> None:
+        # Work put outside the stream's handler (sweeps, re-evaluations, shares): commit soon.
+        if self._stream is not None:
+            self._stream.touched()
 
     # -- periodic work ---------------------------------------------------------------------
 
@@ -930,88 +858,31 @@ class EvaluateApp:
             while not self._sweeps.empty():
                 self._sweeps.get_nowait()  # several requests in a row: one sweep covers them
             # The generation can only move while a sweep awaits, and ``_sweep`` checks it then.
-            generation = self._faust.consumer_generation_id
+            generation = self._generation()
             for partition in sorted(self._owned()):
-                if not await self._sweep(partition, generation=generation):
+                swept = await self._sweep(partition, generation=generation)
+                self._touched()
+                if not swept:
                     break  # a rebalance began: the sweep after it covers everything
                 log.debug("partition swept", extra={"partition": partition, "reason": reason})
 
 
-def _flush_before_commit(app: Any, publisher: publishing.Publisher | None) -> None:
-    # faust commits consumed offsets only after ``await app.producer.flush()``; flushing the
-    # publisher there too means an offset is committed only once the outputs of the records
-    # before it were acknowledged, as when everything went through faust's producer.
-    assert publisher is not None  # created before faust
-    producer = app.producer
-    flush_faust = producer.flush
+class _Handler:
+    """The app as the stream's ``consuming.Handler``."""
 
-    async def flush() -> None:
-        await publisher.flush()
-        await flush_faust()
+    def __init__(self, app: EvaluateApp) -> None:
+        self.app = app
 
-    producer.flush = flush
+    async def assigned(self, partitions: set[int]) -> None:
+        await self.app._assigned(partitions)
 
+    def revoked(self, partitions: set[int]) -> None:
+        self.app._revoked(partitions)
 
-def _guard_recovery(recovery: Any, readiness: health.Readiness) -> None:
-    # faust's table recovery seeks every changelog partition it recovers to the offset it
-    # worked out for it. When a rebalance ends while a recovery is between those two steps
-    # (workers joining and leaving in quick succession), the new partitions have no offset yet
-    # and the seek raises, which ends faust's recovery service for good: the worker then
-    # consumes nothing more and says nothing. Those partitions are left out of the seek; the
-    # recovery sees the new rebalance right after it and starts over, offsets included.
-    # Should the recovery service end anyway, the worker reports itself not ready.
-    seek = recovery._seek_offsets
-    crash = recovery.crash
-
-    async def seek_known(consumer: Any, tps: Any, offsets: Any, title: str) -> None:
-        known = {tp for tp in tps if offsets.get(tp) is not None}
-        await seek(consumer, known, offsets, title)
-
-    async def crashed(reason: BaseException) -> None:
-        readiness.report("kafka", ok=False, detail=f"table recovery failed: {reason!r}")
-        await crash(reason)
-
-    recovery._seek_offsets = seek_known
-    recovery.crash = crashed
-
-
-@dataclasses.dataclass(frozen=True)
-class _Direct:
-    """A faust table that the app reads and writes itself: its store's data and changelog."""
-
-    data: Any
-    changelog: str
-    shared: bool = False  # a global table: every worker keeps all of it
-
-    @classmethod
-    def of(
-        cls,
-        table: Any,
-        *,
-        data: Callable[[dict[bytes, Any]], dict[bytes, Any]] | None = None,
-        shared: bool = False,
-    ) -> _Direct:
-        # The memory store keeps a plain dict: using it directly skips two Python-level
-        # mapping layers per event (any other store is used through its mapping interface).
-        # ``data`` swaps that dict for an indexed one (``watched.Watched``), which faust then
-        # writes too, so the indexes see every write.
-        store = table.data
-        inner = getattr(store, "data", None)
-        if data is not None:
-            if not isinstance(inner, dict):
-                raise TypeError(f"table {table.name!r} is not kept in memory: it cannot be indexed")
-            inner = store.data = data(inner)
-        return cls(
-            inner if isinstance(inner, dict) else store,
-            table.changelog_topic.get_topic_name(),
-            shared,
-        )
-
-    @classmethod
-    def none(cls, data: Callable[[], dict[bytes, Any]] = dict) -> _Direct:
-        """Before faust is built: an empty table (of the kind ``of`` will give) with no
-        changelog."""
-        return cls(data(), "")
+    def handle(self, records: Sequence[Any], writer: transactions.PartitionWriter) -> None:
+        on_resource = self.app._on_resource
+        for record in records:
+            on_resource(record)
 
 
 def _namespace_facts(raw: bytes | None) -> tuple[object, ...] | None:
@@ -1030,7 +901,7 @@ def _namespace_facts(raw: bytes | None) -> tuple[object, ...] | None:
 
 
 def _guarded(follow: watched.Listener, what: str) -> watched.Listener:
-    # A table listener runs inside faust's changelog apply or the stream's own write: an
+    # A table listener runs inside the changelog apply or the stream's own write: an
     # error must not escape there (the next sweep corrects what was missed).
     def listener(key: bytes, old: Any, new: Any) -> None:
         try:

@@ -1,10 +1,9 @@
 """``Watched``: a dict of table data that sees every write, however it is made.
 
-The app swaps a faust memory store's dict for a subclass, so that indexes over a global table
-stay exact: faust applies changelog batches with ``update`` and ``pop`` (after setting a
-deleted key to ``None``), the app writes with ``[]=`` and ``pop``. Every mutating method goes
-through ``_added`` and ``_removed``, and tells a ``listener`` (if one is set) of each change
-before it is made; reads cost what a dict's do.
+The app keeps each global table in a subclass, so that indexes over it stay exact whether a
+write comes as ``[]=``, ``update`` or ``pop`` (a deleted key may be set to ``None`` first).
+Every mutating method goes through ``_added`` and ``_removed``, and tells a ``listener`` (if
+one is set) of each change before it is made; reads cost what a dict's do.
 """
 
 from __future__ import annotations

@@ -56,7 +56,12 @@ def consumer(
     auto_offset_reset: str = "earliest",
     **extra: Any,
 ) -> aiokafka.AIOKafkaConsumer:
-    """A consumer that commits only when told to (not started)."""
+    """A consumer that commits only when told to (not started).
+
+    It reads ``read_committed``: evaluate writes in transactions, and what an aborted one
+    wrote (a crashed or fenced worker's) must never reach a reader.
+    """
+    extra.setdefault("isolation_level", "read_committed")
     return aiokafka.AIOKafkaConsumer(
         *topic_names,
         bootstrap_servers=kafka.bootstrap_servers,
@@ -126,6 +131,34 @@ async def create_topics(
         await admin.close()
 
 
+async def create_changelogs(kafka: settings_mod.KafkaSettings, names: Iterable[str]) -> None:
+    """Create compacted changelog topics of the configured partition count, if missing."""
+    admin = await _admin(kafka)
+    try:
+        existing = set(await admin.list_topics())
+        for name in names:
+            if name in existing:
+                continue
+            topic = NewTopic(
+                name=name,
+                num_partitions=kafka.partitions,
+                replication_factor=kafka.replication_factor,
+                topic_configs={"cleanup.policy": "compact"},
+            )
+            try:
+                response = await admin.create_topics([topic])
+            except TopicAlreadyExistsError:
+                continue
+            for topic_name, code, *rest in response.topic_errors:
+                if code not in {0, TopicAlreadyExistsError.errno}:
+                    message = rest[0] if rest else ""
+                    raise KafkaAdminError(
+                        f"cannot create topic {topic_name}: error {code} {message}"
+                    )
+    finally:
+        await admin.close()
+
+
 async def delete_topics(
     kafka: settings_mod.KafkaSettings, select: Callable[[str], bool], *, batch: int = 200
 ) -> list[str]:
@@ -144,6 +177,53 @@ async def delete_topics(
         return names
     finally:
         await admin.close()
+
+
+def transactional_producer(
+    kafka: settings_mod.KafkaSettings, *, transactional_id: str, client_id: str
+) -> aiokafka.AIOKafkaProducer:
+    """A producer for one transactional id (not started; ``start`` fences older ones)."""
+    return aiokafka.AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        client_id=client_id,
+        transactional_id=transactional_id,
+        enable_idempotence=True,
+        acks="all",
+        request_timeout_ms=kafka.request_timeout_ms,
+        security_protocol=kafka.security_protocol,
+    )
+
+
+async def read_to_end(
+    consumer: aiokafka.AIOKafkaConsumer,
+    partitions: Iterable[aiokafka.TopicPartition],
+    apply: Callable[[Sequence[Any]], None],
+    *,
+    from_beginning: bool = True,
+) -> None:
+    """Read ``partitions`` up to their end offsets as of now, handing each fetch to ``apply``.
+
+    ``consumer`` is started and not in a group. Under ``read_committed`` the end is the last
+    stable offset, so a transaction still open does not hold the read up for ever; the
+    markers that close transactions move the position past them too.
+    """
+    wanted = list(partitions)
+    if not wanted:
+        return
+    consumer.assign(wanted)
+    if from_beginning:
+        await consumer.seek_to_beginning(*wanted)
+    ends = await consumer.end_offsets(wanted)
+    left = {tp for tp in wanted if ends[tp] > 0}
+    while left:
+        for tp in list(left):
+            if await consumer.position(tp) >= ends[tp]:
+                left.discard(tp)
+        if not left:
+            return
+        fetched = await consumer.getmany(*left, timeout_ms=500)
+        for records in fetched.values():
+            apply(records)
 
 
 def record_headers(event: envelope.CloudEvent) -> list[tuple[str, bytes]]:

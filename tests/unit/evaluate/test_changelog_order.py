@@ -2,29 +2,23 @@
 
 The worker applies global tables' changelog records itself (``EvaluateApp._take_changelog``)
 and skips its own, which its copy shows already. These tests drive that logic with the
-records of one changelog partition, in log order, around the worker's own writes; faust's
-recovery is a stand-in here (the evaluate integration tests run the real one).
+records of one changelog partition, in log order, around the worker's own writes; the stream
+is a stand-in that owns partition 0 (the evaluate integration tests run the real one).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Any
 
 import pytest
 
 from kposture.evaluate import app as evaluate_app
+from kposture.evaluate.stream import tables
 from kposture.runtime import settings as settings_mod
 
 CHANGELOG = "t-evaluate-posture-shares-changelog"
 KEY = b"k"
-
-
-@dataclasses.dataclass(frozen=True)
-class Tp:
-    topic: str
-    partition: int
 
 
 @dataclasses.dataclass
@@ -36,24 +30,13 @@ class Record:
     key: bytes = KEY
 
     @property
-    def tp(self) -> Tp:
-        return Tp(self.topic, 0)
-
-    @property
     def headers(self) -> list[tuple[str, bytes]]:
         return [(evaluate_app.WRITER_HEADER, self.writer)]
 
 
-class Recovery:
-    """faust's recovery as ``_take_changelog`` reads it: over, with the partition active."""
+class Writer:
+    """A partition's transactional writer that records what was put."""
 
-    def __init__(self) -> None:
-        self.in_recovery = False
-        self.active_tps = {Tp(CHANGELOG, 0)}
-        self.active_offsets: dict[Tp, int] = {}
-
-
-class Publisher:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
 
@@ -61,20 +44,24 @@ class Publisher:
         self.sent.append((topic, key, value))
 
 
+class Stream:
+    """The stream as the app's writes read it: partition 0 owned."""
+
+    def __init__(self) -> None:
+        self.writers = {0: Writer()}
+        self.generation = 0
+
+
 class Worker:
-    """An evaluate app whose faust parts are stand-ins, with one global table."""
+    """An evaluate app with a stand-in stream and one global table."""
 
     def __init__(self) -> None:
         self.app = evaluate_app.EvaluateApp(
             settings_mod.Settings(evaluate=settings_mod.EvaluateSettings(baselines=[]))
         )
-        self.recovery = Recovery()
-        self.queue: asyncio.Queue[object] = asyncio.Queue()
-        tables = type("Tables", (), {"recovery": self.recovery, "changelog_queue": self.queue})
-        self.app._faust = type("Faust", (), {"tables": tables})
-        self.table = evaluate_app._Direct({}, CHANGELOG, shared=True)
+        self.app._stream = Stream()  # type: ignore[assignment]
+        self.table = tables.Table({}, CHANGELOG, shared=True)
         self.app._shared = {CHANGELOG: self.table}
-        self.app._publisher = Publisher()  # type: ignore[assignment]
         self.me = self.app._writer
         self.offset = -1
 
@@ -87,8 +74,8 @@ class Worker:
         self.offset += 1
         return Record(self.offset, value, writer)
 
-    def read(self, record: Record) -> bool:
-        return self.app._take_changelog(record)
+    def read(self, record: Record) -> None:
+        self.app._take_changelog([record])
 
     @property
     def copy(self) -> bytes | None:
@@ -103,9 +90,9 @@ def test_another_workers_record_before_ours_in_the_log_does_not_win() -> None:
     worker = Worker()
     theirs = worker.record(b"theirs", OTHER)
     ours = worker.write(b"ours")
-    assert worker.read(theirs)
+    worker.read(theirs)
     assert worker.copy == b"ours"
-    assert worker.read(ours)
+    worker.read(ours)
     assert worker.copy == b"ours"
 
 
@@ -113,8 +100,8 @@ def test_another_workers_record_after_ours_in_the_log_wins() -> None:
     worker = Worker()
     ours = worker.write(b"ours")
     theirs = worker.record(b"theirs", OTHER)
-    assert worker.read(ours)
-    assert worker.read(theirs)
+    worker.read(ours)
+    worker.read(theirs)
     assert worker.copy == b"theirs"
 
 
@@ -145,28 +132,17 @@ def test_a_write_whose_record_never_comes_back_stops_holding_others_back(
     assert worker.copy == b"theirs-2"
 
 
-def test_during_recovery_faust_applies_and_our_record_restores_the_log_order() -> None:
-    # Log: ours-1, theirs, ours-2. faust applied the first two (during a recovery), which put
-    # theirs in the copy while ours-2 was on its way; ours-2 then comes back past recovery.
+def test_a_write_made_before_a_restart_coming_back_follows_the_log() -> None:
+    """A record of this worker's that it does not wait for (its copy was rebuilt) applies."""
     worker = Worker()
-    ours_1 = worker.write(b"ours-1")
-    theirs = worker.record(b"theirs", OTHER)
-    ours_2 = worker.write(b"ours-2")
-    worker.recovery.in_recovery = True
-    assert not worker.read(ours_1)  # faust's
-    assert not worker.read(theirs)
-    worker.table.data[KEY] = b"theirs"  # what faust's recovery then applies
-    worker.recovery.active_offsets[theirs.tp] = theirs.offset
-    worker.recovery.in_recovery = False
-    assert worker.read(ours_2)
-    assert worker.copy == b"ours-2"
+    ours = worker.record(b"ours-before-restart", worker.me)
+    worker.read(ours)
+    assert worker.copy == b"ours-before-restart"
+
+
+def test_a_write_of_a_partition_not_owned_changes_nothing() -> None:
+    """The new owner of a partition writes its tables; the copy and the log stay as they are."""
+    worker = Worker()
+    worker.app._write(worker.table, KEY, b"v", partition=1)
+    assert worker.copy is None
     assert worker.app._unconfirmed == {}
-
-
-def test_a_record_read_again_after_a_seek_changes_nothing() -> None:
-    worker = Worker()
-    theirs = worker.record(b"theirs", OTHER)
-    worker.read(theirs)
-    worker.table.data[KEY] = b"changed since"
-    assert worker.read(theirs)  # offset not past the last one read
-    assert worker.copy == b"changed since"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import pathlib
 import random
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -590,33 +589,6 @@ def test_the_indexes_match_a_rebuild_after_any_sequence_of_writes() -> None:
                 for value in (b"1", b"2", b"3"):
                     probe = inventory.entry_key(c, ns, view, "x")
                     assert data.uses(probe, value) == rebuilt.uses(probe, value)
-
-
-def test_faust_memory_store_changelog_batches_keep_the_indexes() -> None:
-    """faust's memory store writes a global table through ``update`` and ``pop``."""
-    from faust.stores.memory import Store
-
-    class _Event:
-        def __init__(self, key: bytes, value: bytes | None) -> None:
-            self.key, self.value = key, value
-            self.message = types.SimpleNamespace(value=value, partition=0)
-
-    key = inventory.entry_key("c", "ns", "pods", "1")
-    store = Store.__new__(Store)
-    store.data = inventory.Indexed()
-    store._key_partition = {}
-    seen = store.data.versions_of("c", "ns", ["pods"])
-    identity = lambda value: value  # noqa: E731
-    store.apply_changelog_batch([_Event(key, b"{}")], to_key=identity, to_value=identity)  # type: ignore[list-item]
-    assert store.data == {key: b"{}"}
-    assert list(store.data.keys_of("c", "ns", "pods")) == [key]
-    assert store.data.versions_of("c", "ns", ["pods"]) > seen
-    seen = store.data.versions_of("c", "ns", ["pods"])
-    store.apply_changelog_batch([_Event(key, None)], to_key=identity, to_value=identity)  # type: ignore[list-item]
-    assert store.data == {}
-    assert list(store.data.keys_of("c", "ns", "pods")) == []
-    assert store.data.uses(key, b"{}") == 0
-    assert store.data.versions_of("c", "ns", ["pods"]) > seen
 
 
 BUILTIN = pathlib.Path(inventory.__file__).parent / "builtin"

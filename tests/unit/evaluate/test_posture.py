@@ -240,8 +240,8 @@ def test_workers_sharing_the_partitions_publish_the_posture_of_all_of_them() -> 
     assert as_dict(board.snapshots(table, now=T0, only_changed=False)) == rebuilt(objects, meta)
 
 
-def test_the_shares_index_follows_faust_changelog_writes() -> None:
-    """faust sets a deleted key to None, then pops it: the scope's total follows."""
+def test_the_shares_index_follows_changelog_writes() -> None:
+    """A deleted key set to None, then popped (as dict updates do it): the scope's total follows."""
     rng = random.Random(3)
     tally = posture.Tally(meta_of(0))
     tally.add(0, contribution(rng))

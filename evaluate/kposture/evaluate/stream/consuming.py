@@ -1,0 +1,286 @@
+"""The resources topic in a consumer group, each partition committed in its own transactions.
+
+``Stream`` runs aiokafka's consumer in the event loop (no thread, no framework between): it
+hands each fetched chunk of a partition's records to the ``Handler`` synchronously, together
+with that partition's ``PartitionWriter``, and a committer task commits every partition that
+has something to commit, one transaction per partition, while handling goes on.
+
+Assignment: for each new partition, its transactional producer is started first (which fences
+its previous owner and aborts what that owner left open), then the handler restores the
+partition's state from its changelog, then records flow. Revocation: what the revoked
+partitions' writers hold is committed, their producers closed, their state dropped. A
+transaction that fails is aborted, and the partition is reset: its state restored from the
+changelog and its position moved back to its committed offset, so its records are handled
+again against the state they were first handled against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.structs import TopicPartition
+
+from kposture.evaluate.stream import transactions
+from kposture.runtime import health, kafka
+from kposture.runtime import settings as settings_mod
+
+log = logging.getLogger(__name__)
+
+FETCH_MAX_RECORDS = 2000
+"""Records one fetch returns at most; a chunk is handled without yielding to the loop."""
+PENDING_MAX = 20_000
+"""Records put but not yet committed, beyond which fetching waits for the committer."""
+RETRY_S = 1.0
+"""How long to wait before restoring again a partition whose restore failed."""
+COMMIT_EVERY_S = 0.05
+"""How long the committer waits for more work after a commit before committing again."""
+
+
+class Handler(Protocol):
+    """What the app does with partitions and their records."""
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """Restore the state of ``partitions`` (their producers are started and fenced)."""
+
+    def revoked(self, partitions: set[int]) -> None:
+        """Drop the state of ``partitions``: another worker may own them now."""
+
+    def handle(self, records: Sequence[Any], writer: transactions.PartitionWriter) -> None:
+        """Handle a chunk of one partition's records, in offset order, putting outputs."""
+
+
+class Stream:
+    """A consumer group member on one topic, with a transactional writer per partition."""
+
+    def __init__(
+        self,
+        settings: settings_mod.Settings,
+        *,
+        topic: str,
+        group_id: str,
+        handler: Handler,
+        readiness: health.Readiness,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.group_id = group_id
+        self.handler = handler
+        self.readiness = readiness
+        self.writers: dict[int, transactions.PartitionWriter] = {}
+        """The writer of every partition this worker owns and has restored."""
+        self.generation = 0
+        """Moves at every assignment and revocation: work started before it moved is stale."""
+        self.handled = 0
+        """Records handled so far."""
+        self._consumer = kafka.consumer(
+            settings.kafka,
+            group_id=group_id,
+            client_id=f"{group_id}-consumer",
+            max_poll_records=FETCH_MAX_RECORDS,
+        )
+        self._work = asyncio.Event()  # something to commit
+        self._idle = asyncio.Event()  # the committer has nothing in flight
+        self._idle.set()
+        self._reset: set[int] = set()  # partitions whose transaction failed
+        self._unopened: set[int] = set()  # assigned partitions whose restore failed
+        self._assigned = asyncio.Event()
+
+    @property
+    def owned(self) -> set[int]:
+        """The partitions this worker owns and has restored."""
+        return set(self.writers)
+
+    async def start(self) -> None:
+        """Join the group; returns once a first assignment has been restored."""
+        await self._consumer.start()
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
+
+    async def wait_assigned(self) -> None:
+        """Return once the first assignment of this worker has been restored."""
+        await self._assigned.wait()
+
+    async def run(self) -> None:
+        """Fetch, handle and commit until cancelled."""
+        committer = asyncio.create_task(self._commit_loop(), name="evaluate-commit")
+        try:
+            while True:
+                fetched = await self._consumer.getmany(timeout_ms=1000)
+                for tp, records in fetched.items():
+                    writer = self.writers.get(tp.partition)
+                    if writer is None or writer.fenced or tp.partition in self._reset:
+                        # Not restored yet, or being reset: read these again once it is.
+                        if tp in self._consumer.assignment():
+                            self._consumer.seek(tp, records[0].offset)
+                        continue
+                    self.handler.handle(records, writer)
+                    writer.consumed(records[-1].offset)
+                    self.handled += len(records)
+                if fetched:
+                    self._work.set()
+                if self._reset or self._unopened:
+                    await self._recover()
+                if sum(w.pending for w in self.writers.values()) > PENDING_MAX:
+                    await self.flush()
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+
+    def touched(self) -> None:
+        """A writer got records outside ``handle`` (a sweep): commit them soon."""
+        self._work.set()
+
+    async def flush(self) -> None:
+        """Commit everything put so far (of partitions still owned)."""
+        await self._commit(list(self.writers.items()))
+
+    async def stop(self) -> None:
+        """Commit what is pending and leave the group (which revokes, and so closes writers)."""
+        with contextlib.suppress(transactions.TransactionError):
+            await self.flush()
+        await self._consumer.stop()
+        await self._close(set(self.writers))
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            await self._commit(list(self.writers.items()))
+            await asyncio.sleep(COMMIT_EVERY_S)  # let a few fetches gather into one transaction
+
+    async def _commit(self, writers: Iterable[tuple[int, transactions.PartitionWriter]]) -> None:
+        due = [(p, w) for p, w in writers if w.dirty and not w.fenced]
+        if not due:
+            return
+        self._idle.clear()
+        try:
+            results = await asyncio.gather(*(w.commit() for _, w in due), return_exceptions=True)
+        finally:
+            self._idle.set()
+        for (partition, _), result in zip(due, results, strict=True):
+            if isinstance(result, transactions.FencedError):
+                log.warning("partition %d was fenced: another worker owns it", partition)
+                self._reset.add(partition)
+            elif isinstance(result, transactions.CommitFailedError):
+                log.warning("partition %d: %s; restoring it", partition, result)
+                self._reset.add(partition)
+            elif isinstance(result, BaseException):
+                raise result
+
+    async def _recover(self) -> None:
+        # A failed transaction left this worker's state ahead of the changelog: restore the
+        # partition as a new assignment would, and read again from its committed offset. A
+        # fenced partition is another worker's now: it is dropped, and the rebalance that
+        # follows says what this worker owns. A partition whose restore failed is retried.
+        resets, self._reset = self._reset & set(self.writers), set()
+        fenced = {p for p in resets if self.writers[p].fenced}
+        if fenced:
+            self.generation += 1
+            self.handler.revoked(fenced)
+            await self._close(fenced)
+            self._consumer.pause(*self._assigned_tps(fenced))
+        resets -= fenced
+        if resets:
+            self.generation += 1
+            self.handler.revoked(resets)
+            await self._close(resets)
+        retry, self._unopened = (resets | self._unopened) & self._assigned_partitions(), set()
+        if not retry:
+            return
+        try:
+            await self._open(retry)
+        except Exception:
+            log.warning(
+                "partitions %s could not be restored; retrying", sorted(retry), exc_info=True
+            )
+            self._unopened |= retry
+            await asyncio.sleep(RETRY_S)
+            return
+        for tp in self._assigned_tps(retry):
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
+    def _assigned_partitions(self) -> set[int]:
+        return {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
+
+    def _assigned_tps(self, partitions: Iterable[int]) -> list[TopicPartition]:
+        assigned = self._consumer.assignment()
+        return [tp for p in partitions if (tp := TopicPartition(self.topic, p)) in assigned]
+
+    async def _open(self, partitions: set[int]) -> None:
+        # Producers first: starting one fences the partition's previous owner and aborts its
+        # open transaction, so the changelog read next is final.
+        made = {p: self._writer(p) for p in sorted(partitions)}
+        try:
+            await asyncio.gather(*(w.producer.start() for w in made.values()))  # type: ignore[attr-defined]
+            await self.handler.assigned(set(made))
+        except BaseException:
+            await asyncio.gather(
+                *(w.producer.stop() for w in made.values()), return_exceptions=True
+            )
+            raise
+        self.writers.update(made)
+        self.readiness.report("partitions", ok=True, detail=f"{len(self.writers)} assigned")
+
+    async def _close(self, partitions: set[int]) -> None:
+        closing = [self.writers.pop(p) for p in partitions if p in self.writers]
+        for writer in closing:
+            writer.discard()
+        await asyncio.gather(*(w.producer.stop() for w in closing), return_exceptions=True)
+
+    def _writer(self, partition: int) -> transactions.PartitionWriter:
+        producer = kafka.transactional_producer(
+            self.settings.kafka,
+            transactional_id=f"{self.group_id}-{self.topic}-{partition}",
+            client_id=f"{self.group_id}-{partition}",
+        )
+        return transactions.PartitionWriter(
+            producer, source=TopicPartition(self.topic, partition), group_id=self.group_id
+        )
+
+    async def _revoked(self, tps: Iterable[TopicPartition]) -> None:
+        partitions = {tp.partition for tp in tps if tp.topic == self.topic}
+        self.generation += 1
+        owned = [(p, self.writers[p]) for p in sorted(partitions) if p in self.writers]
+        try:
+            await self._commit(owned)  # ends the open work with its offsets, as it stands
+        except Exception:
+            log.warning("commit on revocation failed", exc_info=True)
+        self.handler.revoked(partitions)
+        await self._close(partitions)
+        self._reset -= partitions
+        self._unopened -= partitions
+
+    async def _assigned_now(self, tps: Iterable[TopicPartition]) -> None:
+        partitions = {tp.partition for tp in tps if tp.topic == self.topic}
+        self.generation += 1
+        stale = set(self.writers) - partitions
+        if stale:  # revoked without a revocation (this worker had left the group)
+            self.handler.revoked(stale)
+            await self._close(stale)
+        new = partitions - set(self.writers)
+        try:
+            await self._open(new)
+        except Exception:
+            log.warning("partitions %s could not be restored; retrying", sorted(new), exc_info=True)
+            self._unopened |= new
+        self._assigned.set()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.stream._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.stream._assigned_now(assigned)
