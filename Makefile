@@ -7,14 +7,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv env lint typecheck imports unit integration schemas clean down
+.PHONY: demo test faults venv env lint typecheck imports unit integration schemas clean down
 
 demo: venv
 	$(BIN)/kposture demo
 
 test: venv lint typecheck imports
 	$(BIN)/kposture dev up --clusters 2
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not faults"
+
+faults: venv
+	$(BIN)/kposture dev up --clusters 2
+	$(BIN)/python -m pytest -m faults
 
 venv: $(STAMP)
 

@@ -90,6 +90,9 @@ class EvaluateSettings(_Base, kw_only=True, forbid_unknown_fields=True, frozen=T
     app_id: str = "kposture-evaluate"
     data_dir: str = ".kposture/evaluate"
     posture_interval_s: float = 60.0
+    # How long the group waits for a silent worker before its partitions move (a crashed
+    # worker's partitions stand still this long); the broker allows 6 s at least by default.
+    session_timeout_s: float = 10.0
     http: HttpSettings = HttpSettings(port=9102)
 
 

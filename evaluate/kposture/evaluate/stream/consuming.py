@@ -82,6 +82,8 @@ class Stream:
             group_id=group_id,
             client_id=f"{group_id}-consumer",
             max_poll_records=FETCH_MAX_RECORDS,
+            session_timeout_ms=int(settings.evaluate.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.evaluate.session_timeout_s * 1000 / 4),
         )
         self._work = asyncio.Event()  # something to commit
         self._idle = asyncio.Event()  # the committer has nothing in flight

@@ -169,9 +169,9 @@ class PartitionWriter:
                 for (topic, partition), queued in batches.items():
                     for batch in queued:
                         batch.close()
-                        sent.append(
-                            await self.producer.send_batch(batch, topic, partition=partition)
-                        )
+                        future = await self.producer.send_batch(batch, topic, partition=partition)
+                        future.add_done_callback(_retrieved)
+                        sent.append(future)
                 if consumed is not None:
                     offsets = {self.source: consumed + 1}
                     await self.producer.send_offsets_to_transaction(offsets, self.group_id)
@@ -194,3 +194,9 @@ class PartitionWriter:
         except Exception as exc:  # noqa: BLE001 - a producer in a fatal state is replaced
             log.warning("abort of %s failed, the producer is replaced: %r", self.source, exc)
             self.fenced = True
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    # A batch's failure is the transaction's, reported by ``commit``: it needs no log of its own.
+    if not future.cancelled():
+        future.exception()
