@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from aiokafka.abc import ConsumerRebalanceListener
@@ -100,7 +100,8 @@ class Stream:
     async def start(self) -> None:
         """Join the group; returns once a first assignment has been restored."""
         await self._consumer.start()
-        self._consumer.subscribe([self.topic], listener=_Listener(self))
+        listener = _Listener(revoked=self._revoked, assigned=self._assigned_now)
+        self._consumer.subscribe([self.topic], listener=listener)
 
     async def wait_assigned(self) -> None:
         """Return once the first assignment of this worker has been restored."""
@@ -278,11 +279,19 @@ class Stream:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
+    """aiokafka's rebalance callbacks, handed to the stream's own coroutines."""
+
+    def __init__(
+        self,
+        *,
+        revoked: Callable[[Iterable[TopicPartition]], Awaitable[None]],
+        assigned: Callable[[Iterable[TopicPartition]], Awaitable[None]],
+    ) -> None:
+        self.revoked = revoked
+        self.assigned = assigned
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.stream._revoked(revoked)
+        await self.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.stream._assigned_now(assigned)
+        await self.assigned(assigned)
