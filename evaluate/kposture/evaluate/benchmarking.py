@@ -4,12 +4,12 @@ Three measurements over a synthetic fleet (``synthetic``), none of which touch K
 
 * ``engine``: ``Engine.evaluate`` alone on every object (the checks, the projection and the
   Pod view), which is the floor under everything else;
-* ``processor``: ``Processor.on_resource`` as the faust agent calls it, with the table kept
-  as the agent keeps it (a dict of encoded states, decoded and re-encoded per event), first
+* ``processor``: ``Processor.on_resource`` as the worker calls it, with the table kept
+  as the worker keeps it (a dict of encoded states, decoded and re-encoded per event), first
   for a cold start (every object ``added``), then for the update streams: only ``changed``
-  events, and the default mix of changed, status-only and resync events; the posture tally
-  is aggregated every ``TICK_EVERY`` events, as a worker's publication does every second
-  (in the phase's CPU, not in any one event's);
+  events, only status updates and resyncs, and the default mix of changed, status-only and
+  resync events; the posture tally is aggregated every ``TICK_EVERY`` events, as a worker's
+  publication does every second (in the phase's CPU, not in any one event's);
 * ``memory``: the bytes of state per tracked object, measured with ``tracemalloc`` over fresh
   copies: the ``objects`` table (keys, encoded values and the dict itself), and under
   ``state`` everything a worker keeps per object besides: the ``inventory`` table with its
@@ -41,6 +41,8 @@ from kposture.schemas import resources
 BASELINES = ("pss-restricted", "cis-1.12", "nsa-cisa-1.2")
 """The full built-in set, as a fresh install runs it."""
 
+UNCHANGED_MIX = (("status", 0.6), ("resync", 0.4))
+"""Updates that change nothing the checks read: status updates and resyncs."""
 ROUNDS = 5
 """Consecutive parts of each phase whose rates are reported apart (``Phase``)."""
 TICK_EVERY = 1000
@@ -71,7 +73,7 @@ class Phase:
 
 @dataclasses.dataclass
 class Table:
-    """The ``objects`` table as the faust agent keeps it: encoded states by ``<cluster>/<uid>``."""
+    """The ``objects`` table as a worker keeps it: encoded states by ``<cluster>/<uid>``."""
 
     states: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
     namespaces: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -119,6 +121,11 @@ def run(
         [e for _, e in synthetic.updates(fleet, events, seed=seed + 1, mix=(("changed", 1),))],
         tick=tick,
     )
+    unchanged = measure(
+        step,
+        [e for _, e in synthetic.updates(fleet, events, seed=seed + 3, mix=UNCHANGED_MIX)],
+        tick=tick,
+    )
     updates = list(synthetic.updates(fleet, events, seed=seed + 2))
     mixed = measure(step, [e for _, e in updates], tick=tick)
     counts = {
@@ -127,6 +134,7 @@ def run(
     return {
         "evaluate": {**mixed.as_json(), "mix": counts},
         "evaluate_changed_only": changed.as_json(),
+        "evaluate_unchanged_only": unchanged.as_json(),
         "cold_load": cold.as_json(),
         "engine": engine_phase.as_json(),
         "memory": memory(table, synthetic.added(fleet), meta=policy.meta),

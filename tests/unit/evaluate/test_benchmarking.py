@@ -15,10 +15,12 @@ def test_the_in_process_bench_measures_every_phase_over_the_events_it_was_given(
     assert report["setup"]["checks"] > 50  # the full built-in set
     assert report["cold_load"]["events"] == 400
     assert report["evaluate"]["events"] == report["evaluate_changed_only"]["events"] == 500
+    assert report["evaluate_unchanged_only"]["events"] == 500
     assert sum(report["evaluate"]["mix"].values()) == 500
     # A cold start of 400 objects of the synthetic fleet opens findings.
     assert report["cold_load"]["outputs"] > 0
-    for name in ("cold_load", "evaluate", "evaluate_changed_only", "engine"):
+    phases = ("cold_load", "evaluate", "evaluate_changed_only", "evaluate_unchanged_only")
+    for name in (*phases, "engine"):
         phase = report[name]
         assert phase["cpu_seconds"] > 0
         rate = phase["events"] / phase["cpu_seconds"]  # cpu_seconds is rounded in the report
