@@ -250,6 +250,16 @@ class EvaluateApp:
             await self._follower.stop()
         self.readiness.report("kafka", ok=False, detail="stopped")
 
+    @property
+    def owned(self) -> set[int]:
+        """The partitions of the resources topic this worker owns and has restored."""
+        return self._owned()
+
+    async def wait_assigned(self) -> None:
+        """Return once this worker's latest partition assignment has been restored."""
+        if self._stream is not None:
+            await self._stream.wait_assigned()
+
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         """Start, serve ``/livez``, ``/readyz`` and ``/metrics``; run until ``stop`` is set."""
         http = self.settings.evaluate.http

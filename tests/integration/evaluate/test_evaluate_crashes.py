@@ -27,6 +27,8 @@ from aiokafka.structs import TopicPartition
 from evaluate_harness import running
 
 from kposture.cli.benching import bursting
+from kposture.cli.devenv import environment
+from kposture.cli.devenv import kafka as devkafka
 from kposture.evaluate import synthetic
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
@@ -173,6 +175,13 @@ async def _crash_run(
     assert killed == kills
     assert sum(map(len, expected.values())) > 0
 
+    _assert_same_findings(expected, got)
+
+
+def _assert_same_findings(expected: dict[str, list[Seen]], got: dict[str, list[Seen]]) -> None:
+    """Same life cycle and last message per key as the reference, and no record twice."""
+    assert sum(map(len, expected.values())) > 0
+
     def life(seen: list[Seen]) -> list[str]:
         return [state for state, _, _ in seen if state != "updated"]
 
@@ -193,6 +202,79 @@ async def _crash_run(
 
 async def _reached(settings: settings_mod.Settings, count: int) -> bool:
     return await _progress(settings) >= count
+
+
+async def _restart_run(kafka_bootstrap: str, *, objects: int, events: int, restarts: int) -> None:
+    stream = _stream(objects, events)
+    reference, restarted = _settings(kafka_bootstrap), _settings(kafka_bootstrap)
+    for settings in (reference, restarted):
+        await kafka.create_topics(settings.kafka)
+        await bursting.produce(settings, stream)
+    total = len(stream)
+    async with running(reference):
+        await _wait_for(lambda: _reached(reference, total), what="the reference run's end")
+    expected = await _transitions(reference)
+
+    state, jars = environment.kafka_state(), devkafka.ensure_jars()
+    async with running(restarted):
+        for point in range(1, restarts + 1):
+            threshold = total * point // (restarts + 1)
+            await _wait_for(lambda t=threshold: _reached(restarted, t), what=f"{threshold} records")
+            await asyncio.to_thread(devkafka.stop_broker, state_dir=state)
+            await asyncio.to_thread(devkafka.start_broker, state_dir=state, jar_dir=jars)
+        await _wait_for(lambda: _reached(restarted, total), what="the restarted run's end")
+    _assert_same_findings(expected, await _transitions(restarted))
+
+
+@pytest.mark.timeout(600)
+async def test_a_broker_restart_mid_stream_loses_and_repeats_no_transition(
+    kafka_bootstrap: str,
+) -> None:
+    """The broker stops and starts again under a running worker: the reference's findings."""
+    await _restart_run(kafka_bootstrap, objects=500, events=2000, restarts=1)
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(1800)
+async def test_two_broker_restarts_in_a_20000_event_stream_lose_and_repeat_no_transition(
+    kafka_bootstrap: str,
+) -> None:
+    """Two broker restarts during a 20,000-event stream: the reference run's findings."""
+    await _restart_run(kafka_bootstrap, objects=5000, events=20000, restarts=2)
+
+
+@pytest.mark.timeout(600)
+async def test_a_paused_worker_that_resumes_after_losing_its_partitions_writes_nothing(
+    kafka_bootstrap: str, tmp_path: pathlib.Path
+) -> None:
+    """SIGSTOP one worker mid-stream, let another take over, SIGCONT it: no record twice."""
+    stream = _stream(500, 2000)
+    reference, paused = _settings(kafka_bootstrap), _settings(kafka_bootstrap)
+    for settings in (reference, paused):
+        await kafka.create_topics(settings.kafka)
+        await bursting.produce(settings, stream)
+    total = len(stream)
+    async with running(reference):
+        await _wait_for(lambda: _reached(reference, total), what="the reference run's end")
+    expected = await _transitions(reference)
+
+    log = tmp_path / "evaluate.log"
+    first = _child(paused, tmp_path / "first.yaml")
+    second = None
+    try:
+        await _wait_for(lambda: _reached(paused, total // 3), what="a third", log=log)
+        first.send_signal(signal.SIGSTOP)  # a long pause: its session times out
+        second = _child(paused, tmp_path / "second.yaml")
+        await _wait_for(lambda: _reached(paused, 2 * total // 3), what="two thirds", log=log)
+        first.send_signal(signal.SIGCONT)  # it wakes up with its transactions still open
+        await _wait_for(lambda: _reached(paused, total), what="the end", log=log)
+    finally:
+        for child in (first, second):
+            if child is not None:
+                child.send_signal(signal.SIGCONT)
+                child.terminate()
+                child.wait()
+    _assert_same_findings(expected, await _transitions(paused))
 
 
 @pytest.mark.timeout(600)

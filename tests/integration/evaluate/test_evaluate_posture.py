@@ -42,7 +42,8 @@ async def test_two_workers_publish_the_whole_posture_and_one_goes_on_alone(
     scores = await reader(topics.Topic.POSTURE)
     async with running(settings) as first:
         async with running(settings) as second:
-            owned = [first._owned(), second._owned()]
+            await first.wait_assigned()  # the second's joining moved some of its partitions
+            owned = [first.owned, second.owned]
             assert all(owned), f"each worker should own partitions: {owned}"
             for n in range(PODS):
                 await bus.resource(resources.Change.ADDED, f"p{n}", pod(privileged=n % 2 == 0))

@@ -104,7 +104,8 @@ class Stream:
         self._consumer.subscribe([self.topic], listener=listener)
 
     async def wait_assigned(self) -> None:
-        """Return once the first assignment of this worker has been restored."""
+        """Return once this worker's latest assignment has been restored (no rebalance is
+        under way for it)."""
         await self._assigned.wait()
 
     async def run(self) -> None:
@@ -252,6 +253,7 @@ class Stream:
     async def _revoked(self, tps: Iterable[TopicPartition]) -> None:
         partitions = {tp.partition for tp in tps if tp.topic == self.topic}
         self.generation += 1
+        self._assigned.clear()  # set again once the next assignment is restored
         owned = [(p, self.writers[p]) for p in sorted(partitions) if p in self.writers]
         try:
             await self._commit(owned)  # ends the open work with its offsets, as it stands
