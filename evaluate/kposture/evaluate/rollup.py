@@ -1,9 +1,11 @@
 """The posture rollup: a faust app that adds every object's contribution up per scope.
 
-It reads the contributions topic, keeps each object's last contribution in a table, turns
-each change into per-scope deltas, repartitions them by scope through its deltas topic, adds
-them up in a table keyed by scope, and publishes the posture of the scopes that changed.
-Exact for any number of evaluate workers and rollup instances: see ``RollupApp``.
+It keeps each object's last contribution in a table, turns each change into per-scope
+deltas, repartitions them by scope, adds them up in a table and publishes what changed.
+Exact for any number of instances and rebalances: every record is handled at least once (a
+partition without a committed offset is read again from its start), an object's entry
+changes only after its deltas are acknowledged, and a scope's sum drops a delta whose source
+offset it has passed, so a record handled again counts once.
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ _KEPT_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 class RollupApp:
     """The posture rollup, run in the caller's event loop (``start``/``stop``, or ``run``).
 
-    Exactness rests on two rules. An object's new contribution is written to its table only
-    after the deltas it moved were acknowledged by the broker, so a record handled again
-    after a crash computes the same deltas (the table still holds the old contribution) or
-    none (it holds the new one, and the deltas are in). And a scope's sum applies a delta
-    only if it comes after the last one it applied from the same contributions partition,
-    so deltas sent again are counted once. Instances with the same ``app_id`` share the
-    partitions; each publishes the scopes of the partitions it owns.
+    Exactness rests on three rules. Every record is handled at least once, also across
+    rebalances (see ``rewind_uncommitted``). An object's new contribution is written to its
+    table only after the deltas it moved were acknowledged by the broker, so a record handled
+    again computes the same deltas (the table still holds the old contribution), none (it
+    holds the new one) or deltas only for scopes that a later record of the object moved
+    already (it holds a later one). And a scope's sum applies a delta only if it comes after
+    the last one it applied from the same contributions partition, so all of those are
+    counted once. Instances with the same ``app_id`` share the partitions; each publishes
+    the scopes of the partitions it owns.
     """
 
     def __init__(self, settings: settings_mod.Settings, *, clock: processing.Clock = common.utcnow):
@@ -197,8 +201,23 @@ class RollupApp:
             consumer_auto_offset_reset="earliest",
             table_standby_replicas=0,
             web_enabled=False,
-            stream_wait_empty=False,
+            # A rebalance waits for the batches in hand to be handled, committed and their
+            # table writes flushed, so no write races the recovery of the tables.
+            stream_wait_empty=True,
         )
+        rewound = {kafka.topic_name(kafka_settings, topics.Topic.CONTRIBUTIONS), self._deltas_name}
+
+        async def rewind_uncommitted(sender: Any, **_: Any) -> None:
+            # After a rebalance faust drops the records it had fetched and seeks every
+            # partition back to its committed offset; aiokafka's seek skips a partition
+            # whose committed offset is none or 0, which would go on after the dropped
+            # records. Such a partition is read again from its start: at least once.
+            committed = await app.consumer.seek_to_committed()
+            for tp, offset in committed.items():
+                if tp.topic in rewound and not offset:
+                    await app.consumer.seek(tp, 0)
+
+        app.on_rebalance_complete.connect(rewind_uncommitted)
 
         def table(name: str) -> Any:
             # Written from batches that mix partitions, so the key places an entry (as it
