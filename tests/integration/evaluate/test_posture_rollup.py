@@ -213,11 +213,8 @@ async def test_published_posture_equals_the_tally_of_the_final_contributions(
     )
 
 
-@pytest.mark.xfail(
-    reason="open defect: after a second instance joins, some scopes' sums end off by a few "
-    "pairs (the same sums on two runs); not yet explained",
-    strict=False,
-)
+# Known defect: in ~1 run in 3 the instance left alone never finishes recovering its new tables.
+@pytest.mark.faults
 async def test_instances_joining_and_leaving_publish_the_posture_one_publishes(
     fast: settings_mod.Settings, bus: Bus
 ) -> None:
