@@ -22,6 +22,10 @@ from kposture.schemas import envelope, topics
 log = logging.getLogger(__name__)
 
 
+TRANSACTIONAL_BATCH_BYTES = 1_000_000
+"""The largest batch a transactional producer builds: under the broker's 1 MiB message limit."""
+
+
 class KafkaAdminError(RuntimeError):
     """The broker refused an administrative request (topic creation); the message says why."""
 
@@ -189,6 +193,9 @@ def transactional_producer(
         transactional_id=transactional_id,
         enable_idempotence=True,
         acks="all",
+        # A record as large as the broker takes by default (an object's state, a finding with
+        # a long message) fits in one batch; aiokafka's default (16 KiB) would refuse it.
+        max_batch_size=TRANSACTIONAL_BATCH_BYTES,
         request_timeout_ms=kafka.request_timeout_ms,
         security_protocol=kafka.security_protocol,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import uuid
 from typing import Any
@@ -10,8 +12,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from kposture.evaluate.stream import transactions
-from kposture.runtime import kafka
+from kposture.evaluate.stream import consuming, transactions
+from kposture.runtime import health, kafka
 from kposture.runtime import settings as settings_mod
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -119,3 +121,61 @@ async def test_a_transaction_the_broker_refuses_is_aborted_and_moves_no_offset(
     assert await _committed_values(settings, small) == []
     assert await _group_offset(settings, source) == 2
     await writer.producer.stop()
+
+
+class _FailingOnce:
+    """A stream handler that copies each record to ``out`` and fails once at ``fail_at``."""
+
+    def __init__(self, out: str, *, fail_at: int) -> None:
+        self.out = out
+        self.fail_at = fail_at
+        self.failed = False
+        self.restored: list[set[int]] = []
+
+    async def assigned(self, partitions: set[int]) -> None:
+        self.restored.append(partitions)
+
+    def revoked(self, partitions: set[int]) -> None:
+        pass
+
+    def handle(self, records: Any, writer: transactions.PartitionWriter) -> None:
+        for record in records:
+            writer.put(self.out, key=record.key, value=record.value, headers=[], partition=0)
+            if record.offset == self.fail_at and not self.failed:
+                self.failed = True
+                raise RuntimeError("a handler bug")
+
+
+async def test_a_chunk_whose_handling_fails_is_read_again_from_the_committed_offset(
+    settings: settings_mod.Settings,
+) -> None:
+    """Outputs put before the failure are dropped; every record's output commits once."""
+    source, out = f"{settings.kafka.topic_prefix}-in", f"{settings.kafka.topic_prefix}-out"
+    await _topics(settings, source, out)
+    producer = kafka.producer(settings.kafka, client_id="test-input")
+    await producer.start()
+    values = [f"r{n}".encode() for n in range(300)]
+    await asyncio.gather(*[await producer.send(source, value=v, key=b"k") for v in values])
+    await producer.stop()
+    handler = _FailingOnce(out, fail_at=150)
+    stream = consuming.Stream(
+        settings,
+        topic=source,
+        group_id=f"{source}-group",
+        handler=handler,
+        readiness=health.Readiness(),
+    )
+    await stream.start()
+    running = asyncio.create_task(stream.run())
+    try:
+        async with asyncio.timeout(60):
+            while await _group_offset(settings, source) != len(values):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await stream.stop()
+    assert handler.failed
+    assert len(handler.restored) >= 2  # the first assignment, then the restore after the failure
+    assert await _committed_values(settings, out) == values

@@ -121,7 +121,17 @@ class Stream:
                         if tp in self._consumer.assignment():
                             self._consumer.seek(tp, records[0].offset)
                         continue
-                    self.handler.handle(records, writer)
+                    try:
+                        self.handler.handle(records, writer)
+                    except Exception as exc:  # reported, and nothing is skipped
+                        # Part of the chunk's outputs may be in the writer: the partition is
+                        # restored and read again from its committed offset, as after an abort.
+                        log.exception("handling partition %d failed; restoring it", tp.partition)
+                        self.readiness.report(
+                            f"partition-{tp.partition}", ok=False, detail=repr(exc), critical=False
+                        )
+                        self._reset.add(tp.partition)
+                        continue
                     writer.consumed(records[-1].offset)
                     self.handled += len(records)
                 if fetched:
