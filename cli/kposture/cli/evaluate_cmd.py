@@ -18,7 +18,9 @@ import typer
 
 from kposture.cli import scan_cmd, serving, topics_cmd
 from kposture.evaluate import app as evaluate_app
-from kposture.evaluate import baselines, exporting, fixtures, loading, policy_store
+from kposture.evaluate import exporting, fixtures
+from kposture.evaluate.policy import baselines, loading
+from kposture.evaluate.policy import store as policy_store
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, envelope, policy, topics

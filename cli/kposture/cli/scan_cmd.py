@@ -24,7 +24,7 @@ from kposture.evaluate import reporting, scanning
 from kposture.schemas import common
 
 if TYPE_CHECKING:
-    from kposture.evaluate import baselines
+    from kposture.evaluate.policy import baselines
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 EXIT_FAILED = 1
@@ -87,7 +87,7 @@ def scan(
 
 def resolve_policies(refs: Sequence[str]) -> list[baselines.Policy]:
     """Resolve ``NAME[@VERSION]`` (built-in) or ``FILE[@VERSION]`` references to policies."""
-    from kposture.evaluate import baselines, loading
+    from kposture.evaluate.policy import baselines, loading
 
     policies: list[baselines.Policy] = []
     for ref in refs:

@@ -33,7 +33,6 @@ from kposture.evaluate import (
     following,
     inventory,
     periodic,
-    policy_store,
     posture,
     processing,
     publishing,
@@ -41,6 +40,7 @@ from kposture.evaluate import (
     tracking,
     watched,
 )
+from kposture.evaluate.policy import store as policy_store
 from kposture.evaluate.stream import consuming, tables, transactions
 from kposture.runtime import health, kafka, tracing
 from kposture.runtime import settings as settings_mod

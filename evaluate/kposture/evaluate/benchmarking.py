@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kposture.evaluate import engine as engine_mod
-from kposture.evaluate import inventory, policy_store, posture, processing, synthetic
+from kposture.evaluate import inventory, posture, processing, synthetic
+from kposture.evaluate.policy import store as policy_store
 from kposture.schemas import resources
 
 BASELINES = ("pss-restricted", "cis-1.12", "nsa-cisa-1.2")

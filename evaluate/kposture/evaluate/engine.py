@@ -21,7 +21,8 @@ import functools
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from kposture.evaluate import baselines, cel, loading, projection, workloads
+from kposture.evaluate import projection, workloads
+from kposture.evaluate.policy import baselines, cel, loading
 from kposture.schemas import common
 
 ROLLED_UP = "the pod template is evaluated on the object's controller"

@@ -31,8 +31,9 @@ from typing import Any
 
 import yaml
 
-from kposture.evaluate import baselines, scanning, workloads
-from kposture.evaluate.cel import lexer
+from kposture.evaluate import scanning, workloads
+from kposture.evaluate.policy import baselines
+from kposture.evaluate.policy.cel import lexer
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kposture"}

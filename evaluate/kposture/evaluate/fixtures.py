@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from kposture.evaluate import baselines, engine, loading
+from kposture.evaluate import engine
+from kposture.evaluate.policy import baselines, loading
 
 
 @dataclasses.dataclass(frozen=True)

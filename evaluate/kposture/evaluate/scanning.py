@@ -18,7 +18,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kposture.evaluate import engine, located
+from kposture.evaluate import engine
+from kposture.evaluate.policy import yaml_lines
 from kposture.schemas import common
 
 DEFAULT_BASELINES = ("pss-restricted", "cis-1.12", "nsa-cisa-1.2")
@@ -51,7 +52,7 @@ class Manifest:
     file: str
     line: int
     object: Mapping[str, Any]
-    lines: Mapping[located.Path, int] = dataclasses.field(default_factory=dict)
+    lines: Mapping[yaml_lines.Path, int] = dataclasses.field(default_factory=dict)
 
     @property
     def ref(self) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def parse_manifests(text: str, *, filename: str) -> Parsed:
     ``ignored``. Raises ``ManifestError`` on invalid syntax or a document that is not a
     mapping.
     """
-    documents: list[tuple[Any, int, Mapping[located.Path, int]]] = []
+    documents: list[tuple[Any, int, Mapping[yaml_lines.Path, int]]] = []
     if filename.endswith(".json"):
         try:
             data = json.loads(text)
@@ -108,8 +109,8 @@ def parse_manifests(text: str, *, filename: str) -> Parsed:
         documents.append((data, 1, {}))
     else:
         try:
-            parsed = located.parse(text, filename=filename)
-        except located.BaselineError as exc:
+            parsed = yaml_lines.parse(text, filename=filename)
+        except yaml_lines.BaselineError as exc:
             raise ManifestError(filename, exc.line, exc.problems[0].message) from exc
         documents.extend((doc.data, doc.line, doc.lines) for doc in parsed)
     manifests: list[Manifest] = []
@@ -122,7 +123,7 @@ def parse_manifests(text: str, *, filename: str) -> Parsed:
 def _objects(
     data: Any,
     line: int,
-    lines: Mapping[located.Path, int],
+    lines: Mapping[yaml_lines.Path, int],
     *,
     filename: str,
     ignored: list[str],
@@ -147,9 +148,9 @@ def _objects(
     yield Manifest(file=filename, line=line, object=data, lines=lines)
 
 
-def _split_items(lines: Mapping[located.Path, int]) -> dict[int, dict[located.Path, int]]:
+def _split_items(lines: Mapping[yaml_lines.Path, int]) -> dict[int, dict[yaml_lines.Path, int]]:
     # One pass over the list's lines, re-rooted under each item (not one pass per item).
-    per_item: dict[int, dict[located.Path, int]] = {}
+    per_item: dict[int, dict[yaml_lines.Path, int]] = {}
     for path, line in lines.items():
         if len(path) >= 2 and path[0] == "items" and isinstance(path[1], int):
             per_item.setdefault(path[1], {})[path[2:]] = line

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import msgspec
 
-from kposture.evaluate import waivers, workloads
+from kposture.evaluate import workloads
+from kposture.evaluate.policy import waivers
 from kposture.schemas import common, findings
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ import yaml
 from kubernetes_asyncio import client, config
 
 from kposture.cli.devenv import environment
-from kposture.evaluate import engine, exporting, loading
+from kposture.evaluate import engine, exporting
+from kposture.evaluate.policy import loading
 from kposture.schemas import common
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from kposture.evaluate import engine, loading
+from kposture.evaluate import engine
+from kposture.evaluate.policy import loading
 from kposture.schemas import common
 
 

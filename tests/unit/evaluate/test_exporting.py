@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kposture.evaluate import cel, engine, exporting, loading
+from kposture.evaluate import engine, exporting
+from kposture.evaluate.policy import cel, loading
 from kposture.schemas import common
 
 CORPUS = (

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kposture.evaluate import fixtures, loading
+from kposture.evaluate import fixtures
+from kposture.evaluate.policy import loading
 
 
 @pytest.mark.parametrize("name", loading.builtin_names())

@@ -11,18 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from kposture.evaluate import (
-    baselines,
-    engine,
-    fixtures,
-    inventory,
-    loading,
-    policy_store,
-    processing,
-    scanning,
-    tracking,
-    watched,
-)
+from kposture.evaluate import engine, fixtures, inventory, processing, scanning, tracking, watched
+from kposture.evaluate.policy import baselines, loading
+from kposture.evaluate.policy import store as policy_store
 from kposture.schemas import common, envelope, findings, resources
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kposture.evaluate import engine, loading
+from kposture.evaluate import engine
+from kposture.evaluate.policy import loading
 from kposture.schemas import common
 
 CORPUS = (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kposture.evaluate import engine, loading, scanning
+from kposture.evaluate import engine, scanning
+from kposture.evaluate.policy import loading
 from kposture.schemas import common
 
 PRIVILEGED_DEPLOYMENT = """\

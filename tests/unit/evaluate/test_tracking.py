@@ -6,7 +6,8 @@ import datetime as dt
 
 import msgspec
 
-from kposture.evaluate import baselines, tracking, waivers
+from kposture.evaluate import tracking
+from kposture.evaluate.policy import baselines, waivers
 from kposture.schemas import common, findings
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

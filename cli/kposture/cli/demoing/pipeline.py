@@ -13,7 +13,8 @@ from pathlib import Path
 import msgspec
 
 from kposture.cli import evaluate_cmd, localops
-from kposture.evaluate import baselines, loading, policy_store
+from kposture.evaluate.policy import baselines, loading
+from kposture.evaluate.policy import store as policy_store
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import policy
 

@@ -20,7 +20,8 @@ import hashlib
 import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 
-from kposture.evaluate import baselines, engine, loading, waivers
+from kposture.evaluate import engine
+from kposture.evaluate.policy import baselines, loading, waivers
 from kposture.schemas import common, policy
 
 

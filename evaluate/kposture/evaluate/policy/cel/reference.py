@@ -33,7 +33,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from kposture.evaluate.cel import errors, values
+from kposture.evaluate.policy.cel import errors, values
 
 _TYPE_NAMES = {
     "BoolType": "bool",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from kposture.evaluate.cel import errors, functions, nodes, runtime, values
+from kposture.evaluate.policy.cel import errors, functions, nodes, runtime, values
 
 _BOOL_OPS: Final = frozenset({"==", "!=", "<", "<=", ">", ">=", "in"})
 #: The arithmetic operators and the runtime function for each.

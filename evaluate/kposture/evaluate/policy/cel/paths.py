@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from kposture.evaluate.cel import nodes
+from kposture.evaluate.policy.cel import nodes
 
 Path = tuple[str, ...]
 Aliases = list[Path] | None  # None: not traceable to data (already recorded whole if needed)

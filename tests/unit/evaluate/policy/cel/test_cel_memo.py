@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from kposture.evaluate import baselines, cel, policy_store, synthetic, workloads
+from kposture.evaluate import synthetic, workloads
+from kposture.evaluate.policy import baselines, cel
+from kposture.evaluate.policy import store as policy_store
 
 CONTAINERS = (
     "(has(object.spec.containers) ? object.spec.containers : [])"

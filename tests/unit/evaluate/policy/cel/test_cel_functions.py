@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kposture.evaluate import cel
+from kposture.evaluate.policy import cel
 
 
 def run(source: str, **activation: object) -> object:

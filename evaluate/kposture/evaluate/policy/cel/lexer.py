@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from kposture.evaluate.cel import errors, values
+from kposture.evaluate.policy.cel import errors, values
 
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1

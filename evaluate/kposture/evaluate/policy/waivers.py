@@ -12,7 +12,7 @@ import datetime as dt
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 
-from kposture.evaluate import baselines
+from kposture.evaluate.policy import baselines
 
 Clock = Callable[[], dt.datetime]
 """Returns the current timezone-aware time; injected so tests control expiry."""

@@ -22,11 +22,11 @@ Errors::
     └── CelEvalError(message)                     a CEL runtime error (the check errs)
 """
 
-from kposture.evaluate.cel.errors import CelError, CelEvalError, CelSyntaxError
-from kposture.evaluate.cel.program import DEFAULT_VARIABLES, Program, compile
-from kposture.evaluate.cel.reference import evaluate_reference
-from kposture.evaluate.cel.runtime import MEMO
-from kposture.evaluate.cel.values import CelType
+from kposture.evaluate.policy.cel.errors import CelError, CelEvalError, CelSyntaxError
+from kposture.evaluate.policy.cel.program import DEFAULT_VARIABLES, Program, compile
+from kposture.evaluate.policy.cel.reference import evaluate_reference
+from kposture.evaluate.policy.cel.runtime import MEMO
+from kposture.evaluate.policy.cel.values import CelType
 
 __all__ = [
     "DEFAULT_VARIABLES",

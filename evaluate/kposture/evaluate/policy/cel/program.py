@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Final
 
-from kposture.evaluate.cel import codegen, errors, parser, paths, values
+from kposture.evaluate.policy.cel import codegen, errors, parser, paths, values
 
 #: The variables of a Kubernetes ValidatingAdmissionPolicy expression.
 DEFAULT_VARIABLES: Final = (

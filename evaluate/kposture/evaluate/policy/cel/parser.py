@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Final
 
-from kposture.evaluate.cel import errors, lexer, nodes
+from kposture.evaluate.policy.cel import errors, lexer, nodes
 
 #: Words CEL reserves: they may not name variables (field names after ``.`` are fine).
 RESERVED: Final = frozenset({

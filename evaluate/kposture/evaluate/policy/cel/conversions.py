@@ -11,7 +11,7 @@ import math
 import re
 from typing import Final
 
-from kposture.evaluate.cel import errors, runtime, values
+from kposture.evaluate.policy.cel import errors, runtime, values
 
 Uint = values.Uint
 _INT_RE: Final = re.compile(r"[+-]?[0-9]+\Z")

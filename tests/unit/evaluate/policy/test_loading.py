@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kposture.evaluate import baselines, loading
+from kposture.evaluate.policy import baselines, loading
 
 HEADER = """\
 apiVersion: kposture.io/v1

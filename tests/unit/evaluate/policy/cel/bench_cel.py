@@ -1,6 +1,6 @@
 """Benchmark: compiled CEL vs celpy on Pod Security Standards-like checks (not a test).
 
-Run ``python tests/unit/evaluate/cel/bench_cel.py`` (or call ``run()``), optionally with
+Run ``python tests/unit/evaluate/policy/cel/bench_cel.py`` (or call ``run()``), optionally with
 ``--no-celpy`` to skip the slow reference. Prints microseconds per evaluation of each
 expression against one realistic Pod with three containers, and the totals per Pod.
 """
@@ -12,8 +12,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from kposture.evaluate import cel
-from kposture.evaluate.cel import reference
+from kposture.evaluate.policy import cel
+from kposture.evaluate.policy.cel import reference
 
 ALLOWED_CAPS = (
     '["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",'

@@ -1,6 +1,6 @@
 """The schema of policy documents: field-by-field validation that collects located problems.
 
-``Reader`` turns the plain data of one ``located.Document`` into model objects. Each method
+``Reader`` turns the plain data of one ``yaml_lines.Document`` into model objects. Each method
 returns ``None`` (and records problems) rather than raising, so one pass reports every error.
 """
 
@@ -10,7 +10,7 @@ import datetime as dt
 import enum
 from typing import Any, TypeVar
 
-from kposture.evaluate import baselines, cel, located, waivers
+from kposture.evaluate.policy import baselines, cel, waivers, yaml_lines
 from kposture.schemas import common
 
 _E = TypeVar("_E", bound=enum.StrEnum)
@@ -32,19 +32,19 @@ class Reader:
 
     def __init__(self, filename: str) -> None:
         self.filename = filename
-        self.document = located.Document(data=None, lines={}, styles={}, line=0)
-        self.problems: list[located.Problem] = []
+        self.document = yaml_lines.Document(data=None, lines={}, styles={}, line=0)
+        self.problems: list[yaml_lines.Problem] = []
         self._check_id: str | None = None
 
-    def problem(self, path: located.Path, message: str, *, line_offset: int = 0) -> None:
+    def problem(self, path: yaml_lines.Path, message: str, *, line_offset: int = 0) -> None:
         """Record a problem at the line of ``path`` in the current document."""
         line = self.document.line_of(path) + line_offset
-        self.problems.append(located.Problem(self.filename, line, message, self._check_id))
+        self.problems.append(yaml_lines.Problem(self.filename, line, message, self._check_id))
 
     def raise_if_problems(self) -> None:
         """Raise ``BaselineError`` with every recorded problem, if there is any."""
         if self.problems:
-            raise located.BaselineError(sorted(self.problems, key=lambda p: p.line))
+            raise yaml_lines.BaselineError(sorted(self.problems, key=lambda p: p.line))
 
     # -- documents -------------------------------------------------------------------------
 
@@ -81,7 +81,7 @@ class Reader:
         )
         return baseline, self.strings(("extends",), data.get("extends", []))
 
-    def check(self, path: located.Path, data: Any) -> baselines.Check | None:
+    def check(self, path: yaml_lines.Path, data: Any) -> baselines.Check | None:
         """One check of a baseline."""
         if not isinstance(data, dict):
             self.problem(path, "a check must be a mapping")
@@ -120,7 +120,7 @@ class Reader:
         )
 
     def variants(
-        self, path: located.Path, data: dict[str, Any]
+        self, path: yaml_lines.Path, data: dict[str, Any]
     ) -> tuple[baselines.Variant, ...] | None:
         """The version variants of a check (a plain ``validation`` is one variant from v0.0)."""
         if "validation" in data:
@@ -156,7 +156,7 @@ class Reader:
             self.problem((*path, "variants"), "two variants start at the same minVersion")
         return tuple(result)
 
-    def match(self, path: located.Path, data: Any) -> baselines.Match:
+    def match(self, path: yaml_lines.Path, data: Any) -> baselines.Match:
         """A check's ``match`` block."""
         if not isinstance(data, dict) or not self.keys(path, data, set(), _MATCH_KEYS):
             return baselines.Match()
@@ -173,7 +173,7 @@ class Reader:
             object_selector=self.selector((*path, "objectSelector"), data.get("objectSelector")),
         )
 
-    def selector(self, path: located.Path, data: Any) -> baselines.LabelSelector | None:
+    def selector(self, path: yaml_lines.Path, data: Any) -> baselines.LabelSelector | None:
         """A label selector, or ``None`` when absent."""
         if data is None:
             return None
@@ -201,7 +201,7 @@ class Reader:
             expressions.append((self.string((*where, "key"), item["key"]), operator, values))
         return baselines.LabelSelector(dict(labels), tuple(expressions))
 
-    def fix(self, path: located.Path, data: Any) -> baselines.Fix | None:
+    def fix(self, path: yaml_lines.Path, data: Any) -> baselines.Fix | None:
         """A check's optional ``fix``."""
         if data is None:
             return None
@@ -251,7 +251,7 @@ class Reader:
             return None
         cases: list[baselines.FixtureCase] = []
         for index, item in enumerate(data["cases"] if isinstance(data["cases"], list) else []):
-            where: located.Path = ("cases", index)
+            where: yaml_lines.Path = ("cases", index)
             if not isinstance(item, dict) or not self.keys(
                 where, item, {"name", "object", "expect"}, {"namespaceObject", "inventory"}
             ):
@@ -279,7 +279,7 @@ class Reader:
     # -- fields ----------------------------------------------------------------------------
 
     def keys(
-        self, path: located.Path, data: dict[str, Any], required: set[str], optional: set[str]
+        self, path: yaml_lines.Path, data: dict[str, Any], required: set[str], optional: set[str]
     ) -> bool:
         """Report missing and unknown keys; true when every required key is present."""
         complete = True
@@ -290,21 +290,21 @@ class Reader:
             self.problem((*path, key), f"unknown field {key!r}")
         return complete
 
-    def string(self, path: located.Path, value: Any) -> str:
+    def string(self, path: yaml_lines.Path, value: Any) -> str:
         """A string field ("" and a problem when it is not one)."""
         if not isinstance(value, str):
             self.problem(path, f"{_name(path)} must be a string, not {type(value).__name__}")
             return ""
         return value
 
-    def strings(self, path: located.Path, value: Any) -> tuple[str, ...]:
+    def strings(self, path: yaml_lines.Path, value: Any) -> tuple[str, ...]:
         """A list of strings."""
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             self.problem(path, f"{_name(path)} must be a list of strings")
             return ()
         return tuple(value)
 
-    def enum(self, path: located.Path, value: Any, kind: type[_E]) -> _E | None:
+    def enum(self, path: yaml_lines.Path, value: Any, kind: type[_E]) -> _E | None:
         """One value of a string enum."""
         try:
             return kind(value)
@@ -313,7 +313,7 @@ class Reader:
             self.problem(path, f"{_name(path)} must be one of {allowed}, not {value!r}")
             return None
 
-    def version(self, path: located.Path, value: Any) -> baselines.Version | None:
+    def version(self, path: yaml_lines.Path, value: Any) -> baselines.Version | None:
         """An optional policy version (``v1.25``)."""
         if value is None:
             return None
@@ -323,7 +323,7 @@ class Reader:
             self.problem(path, f"{_name(path)}: {exc}")
             return None
 
-    def expiry(self, path: located.Path, value: Any) -> dt.datetime | None:
+    def expiry(self, path: yaml_lines.Path, value: Any) -> dt.datetime | None:
         """An RFC 3339 time with an offset, or ``never``."""
         if value == "never":
             return None
@@ -340,7 +340,7 @@ class Reader:
             return None
         return parsed
 
-    def cel(self, path: located.Path, value: Any) -> str:
+    def cel(self, path: yaml_lines.Path, value: Any) -> str:
         """A CEL expression that must compile and read only the known variables."""
         source = self.string(path, value)
         if not source:
@@ -357,5 +357,5 @@ class Reader:
         return source
 
 
-def _name(path: located.Path) -> str:
+def _name(path: yaml_lines.Path) -> str:
     return str(path[-1]) if path else "document"

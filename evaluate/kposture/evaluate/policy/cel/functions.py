@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from kposture.evaluate.cel import conversions, errors, regex, runtime, values
+from kposture.evaluate.policy.cel import conversions, errors, regex, runtime, values
 
 Uint = values.Uint
 # Go's unicode.IsSpace, which the Kubernetes trim() uses; str.strip() would also drop \x1c-\x1f.

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from kposture.evaluate.cel import (
+from kposture.evaluate.policy.cel import (
     analysis,
     control,
     errors,

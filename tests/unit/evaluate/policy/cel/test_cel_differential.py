@@ -5,7 +5,7 @@ may be absent, so errors (missing keys, overflow, division by zero) and their ab
 ``&&``, ``||``, ``all`` and ``exists`` are exercised as much as values are.
 
 The grammar stays inside what celpy implements as the CEL specification says. Shapes where
-celpy deviates (see the ``kposture.evaluate.cel.reference`` docstring) are never generated:
+celpy deviates (see the ``kposture.evaluate.policy.cel.reference`` docstring) are never generated:
 operands of ``==``, ordering and arithmetic always have the same type, ``has()`` is only
 applied to fields of values that exist, logical operators and macro predicates always get
 bools, indexes are non-negative literals, strings are never indexed, ``null`` and uints do
@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kposture.evaluate import cel
+from kposture.evaluate.policy import cel
 
 # --- activations -----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, NoReturn, cast
 
-from kposture.evaluate.cel import errors, values
+from kposture.evaluate.policy.cel import errors, values
 
 Uint = values.Uint
 INT64_MIN: Final = -(2**63)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kposture.evaluate import cel
+from kposture.evaluate.policy import cel
 
 
 def _value(source: str) -> object:

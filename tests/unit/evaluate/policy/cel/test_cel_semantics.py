@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kposture.evaluate import cel
+from kposture.evaluate.policy import cel
 
 POD: dict[str, Any] = {
     "metadata": {"name": "web", "labels": {"app": "web", "tier": "front"}},

@@ -3,7 +3,7 @@
 Three document kinds share one file format (``apiVersion: kposture.io/v1``): ``Baseline``,
 ``Exception`` and ``BaselineTest``. Validation is strict (unknown keys, wrong types, bad enum
 values, duplicate check ids, CEL that does not compile are all errors) and collects every
-problem before raising ``located.BaselineError``, so one lint run shows them all.
+problem before raising ``yaml_lines.BaselineError``, so one lint run shows them all.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import importlib.resources
 import pathlib
 from collections.abc import Callable
 
-from kposture.evaluate import baselines, located, schema, waivers
+from kposture.evaluate.policy import baselines, schema, waivers, yaml_lines
 
 API_VERSION = "kposture.io/v1"
-BaselineError = located.BaselineError
+BaselineError = yaml_lines.BaselineError
 
 
 # Aliases: inside ``Documents`` the field names shadow the module names.
@@ -54,10 +54,10 @@ def load_documents(
         text = source
         filename = filename or "<string>"
     reader = schema.Reader(filename)
-    found_baselines: list[tuple[baselines.Baseline, tuple[str, ...], located.Document]] = []
+    found_baselines: list[tuple[baselines.Baseline, tuple[str, ...], yaml_lines.Document]] = []
     found_waivers: list[waivers.Waiver] = []
     suites: list[baselines.FixtureSuite] = []
-    for document in located.parse(text, filename=filename):
+    for document in yaml_lines.parse(text, filename=filename):
         reader.document = document
         data = document.data
         if not isinstance(data, dict):
@@ -90,7 +90,7 @@ def load_documents(
 
 
 def _resolve_extends(
-    found: list[tuple[baselines.Baseline, tuple[str, ...], located.Document]],
+    found: list[tuple[baselines.Baseline, tuple[str, ...], yaml_lines.Document]],
     reader: schema.Reader,
     lookup: Callable[[str], baselines.Baseline | None],
 ) -> list[baselines.Baseline]:

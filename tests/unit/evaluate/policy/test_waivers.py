@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from kposture.evaluate import loading, waivers
+from kposture.evaluate.policy import loading, waivers
 
 DOCUMENT = """\
 apiVersion: kposture.io/v1

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from kposture.evaluate.cel import analysis, errors, nodes, runtime, values
+from kposture.evaluate.policy.cel import analysis, errors, nodes, runtime, values
 
 if TYPE_CHECKING:
-    from kposture.evaluate.cel.codegen import Generator, Scope
+    from kposture.evaluate.policy.cel.codegen import Generator, Scope
 
 
 def generate(gen: Generator, node: nodes.Expr, scope: Scope) -> str:
