@@ -65,7 +65,7 @@ def scan(
     ] = scanning.DEFAULT_FAIL_ON,
 ) -> None:
     """Evaluate Kubernetes manifests against security baselines."""
-    from kposture.evaluate import engine
+    from kposture.evaluate.engine import evaluating
 
     try:
         policies = resolve_policies(baseline or list(scanning.DEFAULT_BASELINES))
@@ -75,7 +75,7 @@ def scan(
         raise typer.Exit(code=EXIT_BAD_INPUT) from exc
     for note in ignored:
         typer.echo(f"note: {note}", err=True)
-    report = scanning.scan(manifests, evaluator=engine.Engine(policies))
+    report = scanning.scan(manifests, evaluator=evaluating.Engine(policies))
     rendered = reporting.render(report, output)
     if isinstance(rendered, str):
         sys.stdout.write(rendered + "\n")

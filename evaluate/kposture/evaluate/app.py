@@ -37,9 +37,9 @@ from kposture.evaluate import (
     processing,
     publishing,
     storing,
-    tracking,
     watched,
 )
+from kposture.evaluate.engine import tracking
 from kposture.evaluate.policy import store as policy_store
 from kposture.evaluate.stream import consuming, tables, transactions
 from kposture.runtime import health, kafka, tracing

@@ -34,8 +34,8 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kposture.evaluate import engine as engine_mod
 from kposture.evaluate import inventory, posture, processing, synthetic
+from kposture.evaluate.engine import evaluating as engine_mod
 from kposture.evaluate.policy import store as policy_store
 from kposture.schemas import resources
 

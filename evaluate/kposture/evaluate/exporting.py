@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from kposture.evaluate import scanning, workloads
+from kposture.evaluate import scanning
+from kposture.evaluate.engine import workloads
 from kposture.evaluate.policy import baselines
 from kposture.evaluate.policy.cel import lexer
 

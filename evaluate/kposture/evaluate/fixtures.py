@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from kposture.evaluate import engine
+from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import baselines, loading
 
 
@@ -53,7 +53,7 @@ def run_fixture_tests(baseline_path: pathlib.Path) -> FixtureReport:
         if baseline is None:
             failures.append(f"{tests_file.name}: suite for unknown baseline {suite.baseline!r}")
             continue
-        evaluator = engine.Engine([baseline.at(version)])
+        evaluator = evaluating.Engine([baseline.at(version)])
         for case in suite.cases:
             cases += 1
             # As in ``kposture scan``: a view the case does not list is an empty one.

@@ -32,7 +32,8 @@ from typing import Any
 
 import orjson
 
-from kposture.evaluate import tracking, watched, workloads
+from kposture.evaluate import watched
+from kposture.evaluate.engine import tracking, workloads
 from kposture.schemas import codec, common, resources
 
 NETWORK_POLICIES = "networkPolicies"

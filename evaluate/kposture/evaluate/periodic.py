@@ -20,7 +20,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from kposture.evaluate import processing, tracking
+from kposture.evaluate import processing
+from kposture.evaluate.engine import tracking
 from kposture.runtime import health
 
 log = logging.getLogger(__name__)

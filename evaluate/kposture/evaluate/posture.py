@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from kposture.evaluate import tracking, watched
+from kposture.evaluate import watched
+from kposture.evaluate.engine import tracking
 from kposture.schemas import codec, common, posture
 
 # Multiples of 0.25, so sums and differences of weights are exact in floating point: adding

@@ -2,7 +2,7 @@
 
 ``kposture scan`` (CI/CD, no Kafka) reads files and hands their text here. Parsing keeps the
 file and line of every object, so reports point at the document and, when the offending
-field can be located, at its line. ``scan`` then runs the same ``engine.Engine`` as the
+field can be located, at its line. ``scan`` then runs the same ``evaluating.Engine`` as the
 stream processor over all objects at once: the scanned Namespaces are the ``namespaceObject``
 of the objects inside them, and cross-object checks (``needs``) see the scanned objects as
 their inventory, exactly as the evaluator sees its state.
@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kposture.evaluate import engine
+from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import yaml_lines
 from kposture.schemas import common
 
@@ -162,7 +162,7 @@ class ScanResult:
     """One check's verdict on one scanned object, with where the object (or field) is."""
 
     manifest: Manifest
-    check: engine.CheckResult
+    check: evaluating.CheckResult
 
     @property
     def line(self) -> int:
@@ -218,7 +218,7 @@ class ScanReport:
         }
 
 
-def scan(manifests: Sequence[Manifest], *, evaluator: engine.Engine) -> ScanReport:
+def scan(manifests: Sequence[Manifest], *, evaluator: evaluating.Engine) -> ScanReport:
     """Evaluate every manifest with ``evaluator``, all of them forming one inventory."""
     namespaces = {
         str((m.object.get("metadata") or {}).get("name")): m.object

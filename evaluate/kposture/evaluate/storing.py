@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from kposture.evaluate import tracking, workloads
+from kposture.evaluate.engine import tracking, workloads
 from kposture.schemas import common, findings
 
 _CODEBOOKS_KEPT = 16  # policies remembered per process; a policy change adds one

@@ -23,7 +23,8 @@ import yaml
 from kubernetes_asyncio import client, config
 
 from kposture.cli.devenv import environment
-from kposture.evaluate import engine, exporting
+from kposture.evaluate import exporting
+from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import loading
 from kposture.schemas import common
 
@@ -293,7 +294,7 @@ async def test_the_psa_fixtures_get_the_engines_verdict_at_admission(
     policy exactly when the engine fails it."""
     fixtures = sorted((CORPUS / "restricted" / "v1.37").glob("*/*.yaml"))
     assert fixtures, f"the PSA corpus is missing under {CORPUS}"
-    evaluator = engine.Engine([loading.policy("pss-restricted")])
+    evaluator = evaluating.Engine([loading.policy("pss-restricted")])
     disagreements: list[str] = []
     compared = attempted = 0
     for path in fixtures:

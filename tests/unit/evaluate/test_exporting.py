@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kposture.evaluate import engine, exporting
+from kposture.evaluate import exporting
+from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import cel, loading
 from kposture.schemas import common
 
@@ -155,7 +156,7 @@ def test_exported_expressions_agree_with_the_engine_on_the_psa_corpus(level: str
     if not fixtures:
         pytest.fail(f"the PSA corpus is missing under {CORPUS}")
     policy = loading.policy(f"pss-{level}")
-    evaluator = engine.Engine([policy])
+    evaluator = evaluating.Engine([policy])
     (vap, _) = exporting.export_vap([policy]).objects
     view = cel.compile(vap["spec"]["variables"][0]["expression"])
     checks = vap["metadata"]["annotations"]["kposture.io/checks"].split(",")

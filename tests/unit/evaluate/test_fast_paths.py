@@ -16,7 +16,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from kposture.evaluate import processing, projection, storing, synthetic, tracking
+from kposture.evaluate import processing, storing, synthetic
+from kposture.evaluate.engine import projection, tracking
 from kposture.evaluate.policy import store as policy_store
 from kposture.schemas import codec, common, envelope, findings, posture, resources
 

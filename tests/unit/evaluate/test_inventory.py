@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from kposture.evaluate import engine, fixtures, inventory, processing, scanning, tracking, watched
+from kposture.evaluate import fixtures, inventory, processing, scanning, watched
+from kposture.evaluate.engine import evaluating, tracking
 from kposture.evaluate.policy import baselines, loading
 from kposture.evaluate.policy import store as policy_store
 from kposture.schemas import common, envelope, findings, resources
@@ -621,7 +622,7 @@ def test_the_stream_inventory_gives_every_fixture_the_verdict_of_the_full_one(
 ) -> None:
     """Reduced entries, one namespace, no duplicates: the built-in checks decide as on the
     whole inventory (here with a copy of every namespaced object in another namespace)."""
-    evaluator = engine.Engine([baseline])
+    evaluator = evaluating.Engine([baseline])
     objects = [obj for listed in case.inventory.values() for obj in listed]
     objects += [
         moved(obj, "elsewhere") for obj in objects if "namespace" in obj.get("metadata", {})

@@ -6,7 +6,8 @@ import collections
 import datetime as dt
 import random
 
-from kposture.evaluate import posture, tracking
+from kposture.evaluate import posture
+from kposture.evaluate.engine import tracking
 from kposture.schemas import common, findings
 from kposture.schemas import posture as posture_schema
 

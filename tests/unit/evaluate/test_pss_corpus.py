@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kposture.evaluate import engine
+from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import loading
 from kposture.schemas import common
 
@@ -80,8 +80,8 @@ def wrap(pod: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 @functools.cache
-def _engine(level: str, version: str) -> engine.Engine:
-    return engine.Engine([loading.policy(f"pss-{level}@{version}")])
+def _engine(level: str, version: str) -> evaluating.Engine:
+    return evaluating.Engine([loading.policy(f"pss-{level}@{version}")])
 
 
 def _disagreements(level: str, version: str) -> tuple[int, list[str]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kposture.evaluate import engine, scanning
+from kposture.evaluate import scanning
+from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import loading
 from kposture.schemas import common
 
@@ -56,7 +57,7 @@ checks:
 
 def _scan(text: str, *refs: str, filename: str = "m.yaml") -> scanning.ScanReport:
     parsed = scanning.parse_manifests(text, filename=filename)
-    evaluator = engine.Engine.from_refs(refs or scanning.DEFAULT_BASELINES)
+    evaluator = evaluating.Engine.from_refs(refs or scanning.DEFAULT_BASELINES)
     return scanning.scan(parsed.manifests, evaluator=evaluator)
 
 
@@ -228,7 +229,7 @@ def test_a_service_account_is_judged_by_the_scanned_rbac_and_workloads() -> None
 def test_a_scanned_namespace_is_the_namespace_object_of_the_objects_in_it() -> None:
     """A check reading `namespaceObject` sees the Namespace found among the scanned files."""
     custom = loading.load_documents(NAMESPACE_LABEL_BASELINE).baselines[0]
-    evaluator = engine.Engine([custom.at()])
+    evaluator = evaluating.Engine([custom.at()])
     labelled = PRIVILEGED_DEPLOYMENT.replace(
         "metadata: {name: apps}", "metadata: {name: apps, labels: {team: web}}"
     )

@@ -20,7 +20,7 @@ import hashlib
 import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 
-from kposture.evaluate import engine
+from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import baselines, loading, waivers
 from kposture.schemas import common, policy
 
@@ -35,7 +35,7 @@ class PolicyError(ValueError):
 class PolicySet:
     """The compiled policy in force: the engine, the exceptions, and a fingerprint of both."""
 
-    engine: engine.Engine
+    engine: evaluating.Engine
     waivers: tuple[waivers.Waiver, ...]
     index: Mapping[tuple[str, str], tuple[common.Severity, tuple[str, ...]]]
 
@@ -95,7 +95,7 @@ class PolicyStore:
             except (KeyError, ValueError) as exc:
                 raise PolicyError(f"baseline reference {ref!r}: {exc}") from exc
         policies.extend(b.at(None) for n, b in sorted(self._baselines.items()) if n not in named)
-        compiled = engine.Engine(policies)
+        compiled = evaluating.Engine(policies)
         index = {
             (p.baseline, rule.id): (rule.check.severity, tuple(rule.check.controls))
             for p in policies

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from kposture.evaluate import synthetic, workloads
+from kposture.evaluate import synthetic
+from kposture.evaluate.engine import workloads
 from kposture.evaluate.policy import baselines, cel
 from kposture.evaluate.policy import store as policy_store
 

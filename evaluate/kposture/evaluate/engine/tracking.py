@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import msgspec
 
-from kposture.evaluate import workloads
+from kposture.evaluate.engine import workloads
 from kposture.evaluate.policy import waivers
 from kposture.schemas import common, findings
 
 if TYPE_CHECKING:
-    from kposture.evaluate import engine
+    from kposture.evaluate.engine import evaluating
 
 CRITICALITY_LABEL = "kposture.io/criticality"
 """Namespace (or object) label that raises or lowers the priority of its findings."""
@@ -84,7 +84,7 @@ class Verdict(msgspec.Struct, frozen=True):
     fix_risk: findings.Risk | None = None
 
     @classmethod
-    def of(cls, result: engine.CheckResult) -> Verdict:
+    def of(cls, result: evaluating.CheckResult) -> Verdict:
         """The verdict of an engine result."""
         return cls(
             baseline=result.baseline,

@@ -21,7 +21,7 @@ import functools
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from kposture.evaluate import projection, workloads
+from kposture.evaluate.engine import projection, workloads
 from kposture.evaluate.policy import baselines, cel, loading
 from kposture.schemas import common
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kposture.evaluate import engine
+from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import loading
 from kposture.schemas import common
 
@@ -24,16 +24,16 @@ def privileged_pod() -> dict[str, Any]:
     }
 
 
-def results_by_id(results: list[engine.CheckResult]) -> dict[str, engine.CheckResult]:
+def results_by_id(results: list[evaluating.CheckResult]) -> dict[str, evaluating.CheckResult]:
     return {result.check_id: result for result in results}
 
 
 @pytest.fixture(scope="module")
-def restricted() -> engine.Engine:
-    return engine.Engine.from_refs(["pss-restricted"])
+def restricted() -> evaluating.Engine:
+    return evaluating.Engine.from_refs(["pss-restricted"])
 
 
-def test_a_failing_pod_check_reports_the_path_in_the_pod(restricted: engine.Engine) -> None:
+def test_a_failing_pod_check_reports_the_path_in_the_pod(restricted: evaluating.Engine) -> None:
     """On a Pod, the offending field is reported at its own path."""
     got = results_by_id(restricted.evaluate(privileged_pod()))["privileged"]
     assert got.result is common.Result.FAIL
@@ -45,7 +45,7 @@ def test_a_failing_pod_check_reports_the_path_in_the_pod(restricted: engine.Engi
     )
 
 
-def test_a_cronjob_reports_paths_under_its_job_template(restricted: engine.Engine) -> None:
+def test_a_cronjob_reports_paths_under_its_job_template(restricted: evaluating.Engine) -> None:
     """On a CronJob, the path is re-rooted under spec.jobTemplate.spec.template."""
     pod = privileged_pod()
     cronjob = {
@@ -61,7 +61,7 @@ def test_a_cronjob_reports_paths_under_its_job_template(restricted: engine.Engin
     )
 
 
-def test_template_annotations_are_read_from_the_template(restricted: engine.Engine) -> None:
+def test_template_annotations_are_read_from_the_template(restricted: evaluating.Engine) -> None:
     """A Deployment's pod annotations (not its own) are what the Pod view carries."""
     deployment = {
         "apiVersion": "apps/v1",
@@ -78,12 +78,12 @@ def test_template_annotations_are_read_from_the_template(restricted: engine.Engi
     assert (got.result, got.path) == ("fail", "spec.template.metadata.annotations")
 
 
-def test_objects_without_pod_specs_get_no_pod_results(restricted: engine.Engine) -> None:
+def test_objects_without_pod_specs_get_no_pod_results(restricted: evaluating.Engine) -> None:
     """A ConfigMap meets no pod check at all."""
     assert restricted.evaluate({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}) == []
 
 
-def test_a_workload_without_a_template_is_skipped(restricted: engine.Engine) -> None:
+def test_a_workload_without_a_template_is_skipped(restricted: evaluating.Engine) -> None:
     """A Deployment with no pod template cannot be judged: every pod check says skip."""
     results = restricted.evaluate({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {}})
     assert results
@@ -117,9 +117,9 @@ checks:
 
 
 @pytest.fixture(scope="module")
-def demo() -> engine.Engine:
+def demo() -> evaluating.Engine:
     (baseline,) = loading.load_documents(BASELINE, filename="demo.yaml").baselines
-    return engine.Engine([baseline.at(None)])
+    return evaluating.Engine([baseline.at(None)])
 
 
 def configmap(namespace: str = "apps", **data: str) -> dict[str, Any]:
@@ -134,13 +134,13 @@ def configmap(namespace: str = "apps", **data: str) -> dict[str, Any]:
 PROD = {"metadata": {"name": "apps", "labels": {"tier": "prod"}}}
 
 
-def test_a_message_expression_renders_the_failure_message(demo: engine.Engine) -> None:
+def test_a_message_expression_renders_the_failure_message(demo: evaluating.Engine) -> None:
     """A failing check with messageExpression reports the rendered message."""
     got = results_by_id(demo.evaluate(configmap(), namespace_obj=PROD))["labelled"]
     assert (got.result, got.message) == ("fail", "configmap cm has no owner label")
 
 
-def test_excluded_namespaces_and_namespace_selectors_skip(demo: engine.Engine) -> None:
+def test_excluded_namespaces_and_namespace_selectors_skip(demo: evaluating.Engine) -> None:
     """Outside the match the result is skip; an unknown namespace object is an error."""
     excluded = results_by_id(demo.evaluate(configmap("kube-system"), namespace_obj=PROD))
     assert excluded["labelled"].result is common.Result.SKIP
@@ -149,7 +149,7 @@ def test_excluded_namespaces_and_namespace_selectors_skip(demo: engine.Engine) -
     assert results_by_id(demo.evaluate(configmap()))["labelled"].result is common.Result.ERROR
 
 
-def test_a_runtime_cel_error_is_an_error_result_not_a_failure(demo: engine.Engine) -> None:
+def test_a_runtime_cel_error_is_an_error_result_not_a_failure(demo: evaluating.Engine) -> None:
     """A check that cannot be evaluated (no data field) reports error, never fail."""
     obj = configmap()
     del obj["data"]
@@ -158,7 +158,7 @@ def test_a_runtime_cel_error_is_an_error_result_not_a_failure(demo: engine.Engin
     assert got.path == ""
 
 
-def test_the_digest_ignores_fields_no_check_reads(restricted: engine.Engine) -> None:
+def test_the_digest_ignores_fields_no_check_reads(restricted: evaluating.Engine) -> None:
     """Status and scheduling changes keep the digest; a security-relevant change alters it."""
     pod = privileged_pod()
     before = restricted.digest(pod)
@@ -171,7 +171,7 @@ def test_the_digest_ignores_fields_no_check_reads(restricted: engine.Engine) -> 
     assert restricted.digest(changed) != before
 
 
-def test_the_projection_keeps_exactly_what_the_checks_read(restricted: engine.Engine) -> None:
+def test_the_projection_keeps_exactly_what_the_checks_read(restricted: evaluating.Engine) -> None:
     """The projected pod keeps the containers' security context, drops status and scheduling."""
     pod = privileged_pod()
     pod["status"] = {"phase": "Running"}
@@ -183,7 +183,7 @@ def test_the_projection_keeps_exactly_what_the_checks_read(restricted: engine.En
     assert projected["spec"]["containers"] == [{"securityContext": {"privileged": True}}]
 
 
-def test_evaluating_one_pod_against_pss_restricted_is_fast(restricted: engine.Engine) -> None:
+def test_evaluating_one_pod_against_pss_restricted_is_fast(restricted: evaluating.Engine) -> None:
     """One pod evaluates against every restricted check well under a millisecond on average."""
     pod = privileged_pod()
     restricted.evaluate(pod)
@@ -197,7 +197,7 @@ def test_evaluating_one_pod_against_pss_restricted_is_fast(restricted: engine.En
 
 def test_cross_object_checks_run_only_with_an_inventory() -> None:
     """A check that needs the NetworkPolicy inventory is silent without it and judged with it."""
-    cis = engine.Engine.from_refs(["cis-1.12"])
+    cis = evaluating.Engine.from_refs(["cis-1.12"])
     assert "networkPolicies" in cis.inventory_views
     assert {"roleBindings", "pods", "deployments"} <= cis.inventory_views  # secretReadersInUse
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}
@@ -218,17 +218,17 @@ def owned(obj: dict[str, Any], kind: str, api_version: str, *, controller: bool 
     return obj
 
 
-def test_pod_checks_roll_up_to_the_controlling_workload(restricted: engine.Engine) -> None:
+def test_pod_checks_roll_up_to_the_controlling_workload(restricted: evaluating.Engine) -> None:
     """A ReplicaSet's Pod skips pod checks (its template is judged on the controller)."""
     pod = owned(privileged_pod(), "ReplicaSet", "apps/v1")
     got = restricted.evaluate(pod)
     assert got
     assert {r.result for r in got} == {common.Result.SKIP}
-    assert {r.message for r in got} == {engine.ROLLED_UP}
+    assert {r.message for r in got} == {evaluating.ROLLED_UP}
 
 
 def test_bare_pods_and_foreign_or_non_controller_owners_keep_pod_checks(
-    restricted: engine.Engine,
+    restricted: evaluating.Engine,
 ) -> None:
     """Bare Pods, mirror Pods (owned by a Node) and non-controller owners are still checked."""
     for pod in (
@@ -239,7 +239,7 @@ def test_bare_pods_and_foreign_or_non_controller_owners_keep_pod_checks(
         assert results_by_id(restricted.evaluate(pod))["privileged"].result is common.Result.FAIL
 
 
-def test_being_adopted_changes_the_digest(restricted: engine.Engine) -> None:
+def test_being_adopted_changes_the_digest(restricted: evaluating.Engine) -> None:
     """Adoption turns the pod checks off, so the digest must change with it."""
     pod = privileged_pod()
     assert restricted.digest(pod) != restricted.digest(owned(pod, "Job", "batch/v1"))

@@ -6,7 +6,7 @@ import datetime as dt
 
 import msgspec
 
-from kposture.evaluate import tracking
+from kposture.evaluate.engine import tracking
 from kposture.evaluate.policy import baselines, waivers
 from kposture.schemas import common, findings
 
