@@ -18,9 +18,9 @@ import typer
 
 from kposture.cli import scan_cmd, serving, topics_cmd
 from kposture.evaluate import app as evaluate_app
-from kposture.evaluate import exporting, fixtures
 from kposture.evaluate.policy import baselines, loading
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.scan import exporting, fixture_tests
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, envelope, policy, topics
@@ -121,7 +121,7 @@ def _policy_files(paths: Sequence[str], *, with_tests: bool) -> Iterator[Path]:
         elif raw in loading.builtin_names():
             yield loading.builtin_path(raw)
             if with_tests:
-                yield fixtures.tests_path(loading.builtin_path(raw))
+                yield fixture_tests.tests_path(loading.builtin_path(raw))
         else:
             typer.echo(f"error: {raw}: no such file, folder or built-in baseline", err=True)
             raise typer.Exit(code=2)
@@ -161,9 +161,9 @@ def test(paths: PolicyPaths) -> None:
     failed = False
     for path in _tested_files(paths):
         try:
-            report = fixtures.run_fixture_tests(path)
+            report = fixture_tests.run_fixture_tests(path)
             declared = loading.load_documents(path).baselines
-            suites = loading.load_documents(fixtures.tests_path(path), known=declared).suites
+            suites = loading.load_documents(fixture_tests.tests_path(path), known=declared).suites
         except loading.BaselineError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from exc
@@ -181,13 +181,15 @@ def _tested_files(paths: Sequence[str]) -> Iterator[Path]:
             # A tests file named on the command line stands for the baseline it tests.
             if str(found) in paths:
                 yield found.with_name(found.name.removesuffix(".tests.yaml") + ".yaml")
-        elif fixtures.tests_path(found).is_file() or str(found) in paths:
+        elif fixture_tests.tests_path(found).is_file() or str(found) in paths:
             # In a folder, a file without tests (exceptions, say) is not a tested baseline;
             # named on the command line, its missing tests are an error.
             yield found
 
 
-def _print_report(report: fixtures.FixtureReport, suites: Sequence[baselines.FixtureSuite]) -> bool:
+def _print_report(
+    report: fixture_tests.FixtureReport, suites: Sequence[baselines.FixtureSuite]
+) -> bool:
     tests_name = Path(report.tests_file).name
     typer.echo(f"{report.baseline_file} ({tests_name})")
     explained: set[str] = set()

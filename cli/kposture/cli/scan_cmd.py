@@ -1,7 +1,7 @@
 """``kposture scan``: evaluate manifest files against baselines, for CI/CD and without Kafka.
 
 The command reads the files (``-`` is stdin), resolves the baselines and renders the report;
-parsing, evaluation and formats live in ``kposture.evaluate.scanning`` and ``reporting``.
+parsing, evaluation and formats live in ``kposture.evaluate.scan.scanning`` and ``reporting``.
 
 Exit codes: 0 when nothing at or above ``--fail-on`` fails (default ``low``: every failing
 check but ``info`` ones; a check that errs counts as failing), 1 when something does, 2 on bad
@@ -20,7 +20,7 @@ from rich import console
 
 # Only what the command's options need is imported here, so that ``kposture scan --help`` does
 # not load the engine and its CEL compiler; the functions import the rest.
-from kposture.evaluate import reporting, scanning
+from kposture.evaluate.scan import reporting, scanning
 from kposture.schemas import common
 
 if TYPE_CHECKING:

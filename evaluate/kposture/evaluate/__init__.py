@@ -1,5 +1,6 @@
 """Evaluate: baselines as code, the evaluation engine, and the stream processor around it.
 
-The pure core (``baselines``, ``loading``, ``waivers``, ``workloads``, ``engine``) is a set of
-synchronous functions of data; only the faust app module does I/O.
+The pure core (``policy/``: baselines, loading, waivers, CEL; ``engine/``: evaluating,
+projection, workloads, tracking) is a set of synchronous functions of data; ``scan/`` applies it
+to files, and the stream modules and the posture rollup do the I/O.
 """

@@ -23,9 +23,9 @@ import yaml
 from kubernetes_asyncio import client, config
 
 from kposture.cli.devenv import environment
-from kposture.evaluate import exporting
 from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import loading
+from kposture.evaluate.scan import exporting
 from kposture.schemas import common
 
 pytestmark = pytest.mark.integration

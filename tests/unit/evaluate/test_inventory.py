@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
-from kposture.evaluate import fixtures, inventory, processing, scanning, watched
+from kposture.evaluate import inventory, processing, watched
 from kposture.evaluate.engine import evaluating, tracking
 from kposture.evaluate.policy import baselines, loading
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.scan import fixture_tests, scanning
 from kposture.schemas import common, envelope, findings, resources
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -593,7 +594,9 @@ def fixture_cases() -> list[Any]:
         if path.name.endswith(".tests.yaml"):
             continue
         declared = loading.load_documents(path)
-        suites = loading.load_documents(fixtures.tests_path(path), known=declared.baselines).suites
+        suites = loading.load_documents(
+            fixture_tests.tests_path(path), known=declared.baselines
+        ).suites
         by_name = {baseline.name: baseline for baseline in declared.baselines}
         for suite in suites:
             name, version = baselines.split_ref(suite.baseline)

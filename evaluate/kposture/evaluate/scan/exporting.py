@@ -31,10 +31,10 @@ from typing import Any
 
 import yaml
 
-from kposture.evaluate import scanning
 from kposture.evaluate.engine import workloads
 from kposture.evaluate.policy import baselines
 from kposture.evaluate.policy.cel import lexer
+from kposture.evaluate.scan import scanning
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kposture"}

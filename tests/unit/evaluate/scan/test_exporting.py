@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from kposture.evaluate import exporting
 from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import cel, loading
+from kposture.evaluate.scan import exporting
 from kposture.schemas import common
 
 CORPUS = (
-    Path(__file__).resolve().parents[3].parent
+    Path(__file__).resolve().parents[4].parent
     / "shared"
     / "corpora"
     / "pod-security-admission"

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from kposture.evaluate import fixtures
 from kposture.evaluate.policy import loading
+from kposture.evaluate.scan import fixture_tests
 
 
 @pytest.mark.parametrize("name", loading.builtin_names())
 def test_every_builtin_baseline_passes_its_fixture_tests(name: str) -> None:
     """Each built-in baseline ships fixture tests, and they all hold."""
-    report = fixtures.run_fixture_tests(loading.builtin_path(name))
+    report = fixture_tests.run_fixture_tests(loading.builtin_path(name))
     assert report.ok, "\n".join(report.failures)
     assert report.cases >= 2
 
@@ -31,7 +31,7 @@ def test_a_wrong_expectation_is_reported_with_file_line_and_check(tmp_path: Path
         "    object: {apiVersion: v1, kind: ConfigMap, metadata: {}}\n"
         "    expect: {named: pass}\n"
     )
-    report = fixtures.run_fixture_tests(tmp_path / "demo.yaml")
+    report = fixture_tests.run_fixture_tests(tmp_path / "demo.yaml")
     assert not report.ok
     assert report.failures == (
         "demo.tests.yaml:5: demo: 'nameless': named expected pass, got fail (unnamed)",
@@ -42,7 +42,7 @@ def test_every_builtin_check_has_a_passing_and_a_failing_fixture() -> None:
     """Each check of each built-in baseline is exercised both ways by some fixture file."""
     seen: dict[str, set[tuple[str, str]]] = {}
     for name in loading.builtin_names():
-        path = fixtures.tests_path(loading.builtin_path(name))
+        path = fixture_tests.tests_path(loading.builtin_path(name))
         for suite in loading.load_documents(path).suites:
             suite_name = suite.baseline.partition("@")[0]
             for case in suite.cases:

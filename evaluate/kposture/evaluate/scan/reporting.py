@@ -16,7 +16,7 @@ from typing import Any
 
 from rich import console, table, text
 
-from kposture.evaluate import scanning
+from kposture.evaluate.scan import scanning
 from kposture.schemas import common
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kposture.evaluate import scanning
 from kposture.evaluate.engine import evaluating
 from kposture.evaluate.policy import loading
+from kposture.evaluate.scan import scanning
 from kposture.schemas import common
 
 PRIVILEGED_DEPLOYMENT = """\
