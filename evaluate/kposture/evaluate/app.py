@@ -13,7 +13,7 @@ there queues the concerned objects of the worker's own partitions for re-evaluat
 (``_reevaluate``), whoever wrote it. ``posture-shares`` holds each partition's posture counts;
 the owner of partition 0 adds them up and publishes the snapshots.
 
-Policy comes from the compacted ``baselines`` topic (``following``); a change swaps the
+Policy comes from the compacted ``baselines`` topic (``policy_following``); a change swaps the
 compiled policy and sweeps every owned partition, as does each assignment and each expiry.
 """
 
@@ -29,19 +29,21 @@ from typing import Any, cast
 
 import orjson
 
-from kposture.evaluate import (
-    following,
+from kposture.evaluate import posture
+from kposture.evaluate.engine import tracking
+from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.stream import (
+    consuming,
     inventory,
     periodic,
-    posture,
+    policy_following,
     processing,
     publishing,
     storing,
-    watched,
+    tables,
+    transactions,
+    watched_dict,
 )
-from kposture.evaluate.engine import tracking
-from kposture.evaluate.policy import store as policy_store
-from kposture.evaluate.stream import consuming, tables, transactions
 from kposture.runtime import health, kafka, tracing
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, common, resources, topics
@@ -87,11 +89,11 @@ class EvaluateApp:
         self._global: tables.GlobalFollower | None = None
         self._producer: Any = None
         self._publisher: publishing.Publisher | None = None
-        self._follower: following.PolicyFollower | None = None
+        self._follower: policy_following.PolicyFollower | None = None
         app_id = settings.evaluate.app_id
         self._objects = tables.Table({}, tables.changelog_name(app_id, OBJECTS))
         self._namespaces = tables.Table(
-            watched.Watched(), tables.changelog_name(app_id, NAMESPACES), shared=True
+            watched_dict.Watched(), tables.changelog_name(app_id, NAMESPACES), shared=True
         )
         self._parsed_namespaces: dict[bytes, tuple[bytes, Mapping[str, Any]]] = {}
         # Every cluster's inventory entries; ``_entries`` is its indexed data.
@@ -147,7 +149,7 @@ class EvaluateApp:
             table.changelog: table
             for table in (self._namespaces, self._inventory_table, self._shares)
         }
-        cast(watched.Watched, self._namespaces.data).listener = _guarded(
+        cast(watched_dict.Watched, self._namespaces.data).listener = _guarded(
             self._follow_namespace, "a namespace change"
         )
         self._entries.listener = _guarded(self._follow_inventory, "an inventory change")
@@ -175,7 +177,7 @@ class EvaluateApp:
         await self._publisher.prepare(
             self._names[t] for t in (topics.Topic.FINDINGS, topics.Topic.POSTURE, topics.Topic.DLQ)
         )
-        self._follower = following.PolicyFollower(
+        self._follower = policy_following.PolicyFollower(
             settings,
             self.store,
             clock=self.clock,
@@ -910,7 +912,7 @@ def _namespace_facts(raw: bytes | None) -> tuple[object, ...] | None:
         return (raw,)  # not an object with mappings: compared as it is
 
 
-def _guarded(follow: watched.Listener, what: str) -> watched.Listener:
+def _guarded(follow: watched_dict.Listener, what: str) -> watched_dict.Listener:
     # A table listener runs inside the changelog apply or the stream's own write: an
     # error must not escape there (the next sweep corrects what was missed).
     def listener(key: bytes, old: Any, new: Any) -> None:

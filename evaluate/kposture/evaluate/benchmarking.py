@@ -34,9 +34,10 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kposture.evaluate import inventory, posture, processing, synthetic
+from kposture.evaluate import posture, synthetic
 from kposture.evaluate.engine import evaluating as engine_mod
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.stream import inventory, processing
 from kposture.schemas import resources
 
 BASELINES = ("pss-restricted", "cis-1.12", "nsa-cisa-1.2")

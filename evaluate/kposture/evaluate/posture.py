@@ -31,8 +31,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from kposture.evaluate import watched
 from kposture.evaluate.engine import tracking
+from kposture.evaluate.stream import watched_dict
 from kposture.schemas import codec, common, posture
 
 # Multiples of 0.25, so sums and differences of weights are exact in floating point: adding
@@ -439,7 +439,7 @@ def _add_encoded(total: _Counts, raw: bytes) -> None:
         total.by_severity[severity] = total.by_severity.get(severity, 0) + count
 
 
-class Shares(watched.Watched):
+class Shares(watched_dict.Watched):
     """Every partition's shares of every scope: the data of the posture-shares table.
 
     Each worker writes the shares of the partitions it owns (``Tally.shares``); the table

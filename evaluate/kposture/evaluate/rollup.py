@@ -21,7 +21,8 @@ from typing import Any
 import faust
 from aiokafka.partitioner import DefaultPartitioner
 
-from kposture.evaluate import processing, summing
+from kposture.evaluate import summing
+from kposture.evaluate.stream import processing
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, common, topics

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import pytest
@@ -10,10 +9,9 @@ import yaml
 from evaluate_harness import CLUSTER, Bus, running
 from test_evaluate_app import baseline as privileged_baseline
 
-from kposture.evaluate import inventory, publishing
+from kposture.evaluate.policy import loading
+from kposture.evaluate.stream import inventory, publishing
 from kposture.schemas import common, findings, resources, topics
-
-BUILTIN = pathlib.Path(inventory.__file__).parent / "builtin"
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -136,7 +134,7 @@ async def test_another_workers_inventory_change_re_evaluates_this_workers_object
 
 def secret_readers_baseline() -> str:
     """A baseline holding exactly the built-in ``secretReadersInUse`` check, as shipped."""
-    shipped = yaml.safe_load((BUILTIN / "cis-1.12.yaml").read_text())
+    shipped = yaml.safe_load(loading.builtin_path("cis-1.12").read_text())
     (check,) = [c for c in shipped["checks"] if c["id"] == "secretReadersInUse"]
     return yaml.safe_dump(
         {

@@ -16,9 +16,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from kposture.evaluate import processing, storing, synthetic
+from kposture.evaluate import synthetic
 from kposture.evaluate.engine import projection, tracking
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.stream import processing, storing
 from kposture.schemas import codec, common, envelope, findings, posture, resources
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

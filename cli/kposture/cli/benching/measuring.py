@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from kposture.cli.benching import kubewriting, loading, observing, reporting, services, workload
-from kposture.evaluate import benchmarking, processing, synthetic
+from kposture.evaluate import benchmarking, synthetic
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.stream import processing
 from kposture.schemas import audit
 
 _REMEDIATION_STEPS = (

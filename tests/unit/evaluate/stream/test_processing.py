@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from kposture.evaluate import processing
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.stream import processing
 from kposture.schemas import codec, common, envelope, findings, policy, posture, resources, topics
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiokafka.partitioner import murmur2 as reference_murmur2
 
-from kposture.evaluate import publishing
+from kposture.evaluate.stream import publishing
 
 
 class FakeBatch:

@@ -20,8 +20,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from kposture.evaluate import processing
 from kposture.evaluate.engine import tracking
+from kposture.evaluate.stream import processing
 from kposture.runtime import health
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,10 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 import orjson
 
-from kposture.evaluate import posture, storing
+from kposture.evaluate import posture
 from kposture.evaluate.engine import tracking
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.stream import storing
 from kposture.schemas import codec, common, deadletter, envelope, findings, resources, topics
 from kposture.schemas import posture as posture_schema
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kposture.evaluate import periodic
+from kposture.evaluate.stream import periodic
 from kposture.runtime import health
 
 

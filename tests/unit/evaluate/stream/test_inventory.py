@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import pathlib
 import random
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from kposture.evaluate import inventory, processing, watched
 from kposture.evaluate.engine import evaluating, tracking
 from kposture.evaluate.policy import baselines, loading
 from kposture.evaluate.policy import store as policy_store
 from kposture.evaluate.scan import fixture_tests, scanning
+from kposture.evaluate.stream import inventory, processing, watched_dict
 from kposture.schemas import common, envelope, findings, resources
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -538,7 +537,7 @@ def test_the_listener_hears_every_change_before_it_is_made_and_no_rewrite() -> N
         (first, b'{"b":2}', None, b'{"b":2}'),
     ]
     assert data == {}
-    plain = watched.Watched({b"c/a": b"1", b"c/b": b"2"})
+    plain = watched_dict.Watched({b"c/a": b"1", b"c/b": b"2"})
     told: list[bytes] = []
     plain.listener = lambda key, old, new: told.append(key)
     plain.popitem()
@@ -584,15 +583,10 @@ def test_the_indexes_match_a_rebuild_after_any_sequence_of_writes() -> None:
                     assert data.uses(probe, value) == rebuilt.uses(probe, value)
 
 
-BUILTIN = pathlib.Path(inventory.__file__).parent / "builtin"
-
-
 def fixture_cases() -> list[Any]:
     """``(baseline, case)`` for every built-in fixture case that lists an inventory."""
     out: list[tuple[Any, Any]] = []
-    for path in sorted(BUILTIN.glob("*.yaml")):
-        if path.name.endswith(".tests.yaml"):
-            continue
+    for path in map(loading.builtin_path, loading.builtin_names()):
         declared = loading.load_documents(path)
         suites = loading.load_documents(
             fixture_tests.tests_path(path), known=declared.baselines

@@ -32,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from kposture.evaluate import watched
 from kposture.evaluate.engine import tracking, workloads
+from kposture.evaluate.stream import watched_dict
 from kposture.schemas import codec, common, resources
 
 NETWORK_POLICIES = "networkPolicies"
@@ -375,8 +375,8 @@ def encode_entry(entry: Mapping[str, Any]) -> bytes:
     return codec.canonical(entry)
 
 
-class Indexed(watched.Watched):
-    """The inventory table's data, indexed however it is written (see ``watched``).
+class Indexed(watched_dict.Watched):
+    """The inventory table's data, indexed however it is written (see ``watched_dict``).
 
     The indexes: the keys per ``(cluster, namespace, view)`` (cluster-scoped entries have
     namespace ``""``), a change count for each of those and overall (``version``), so caches

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from kposture.evaluate import processing
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.stream import processing
 from kposture.runtime import health, kafka
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, envelope, policy, topics
