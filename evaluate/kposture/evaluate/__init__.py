@@ -2,5 +2,5 @@
 
 The pure core (``policy/``: baselines, loading, waivers, CEL; ``engine/``: evaluating,
 projection, workloads, tracking) is a set of synchronous functions of data; ``scan/`` applies it
-to files, and the stream modules and the posture rollup do the I/O.
+to files; ``stream/`` runs it on the resources topic and ``posture/`` adds the findings up.
 """

@@ -29,9 +29,9 @@ from typing import Any, cast
 
 import orjson
 
-from kposture.evaluate import posture
 from kposture.evaluate.engine import tracking
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.posture import tallying
 from kposture.evaluate.stream import (
     consuming,
     inventory,
@@ -112,9 +112,9 @@ class EvaluateApp:
         ] = {}
         # Every partition's posture share, which the owner of partition 0 adds up and publishes.
         self._shares = tables.Table(
-            posture.Shares(), tables.changelog_name(app_id, SHARES), shared=True
+            tallying.Shares(), tables.changelog_name(app_id, SHARES), shared=True
         )
-        self._board = posture.Board()
+        self._board = tallying.Board()
         self._reconcile: set[int] = set()  # partitions rebuilt since the last posture tick
         # Partitions whose tally was rebuilt from the table since they were assigned: only
         # their shares are whole enough to tell. And whether the next snapshots must be all
@@ -833,22 +833,22 @@ class EvaluateApp:
         owned = self._owned() & self._tallied
         tally = self.processor.tally
         for partition, where, counts in tally.shares(owned):
-            key = posture.share_key(partition, where)
-            value = None if counts is None else posture.encode_counts(counts)
+            key = tallying.share_key(partition, where)
+            value = None if counts is None else tallying.encode_counts(counts)
             self._write(self._shares, key, value, partition=partition)
         for partition in self._reconcile & owned:
             # Rebuilt from the table: shares this worker no longer has (left by an earlier
             # run or owner, under another policy) are not this partition's any more.
             current = tally.scopes_of(partition)
             for key in list(self._shares.data):
-                parsed = posture.parse_share_key(key)
+                parsed = tallying.parse_share_key(key)
                 if parsed is not None and parsed[0] == partition and parsed[1] not in current:
                     self._write(self._shares, key, None, partition=partition)
         self._reconcile.clear()
         self._touched()
         if 0 not in owned:
             return []
-        shares = cast(posture.Shares, self._shares.data)
+        shares = cast(tallying.Shares, self._shares.data)
         only_changed, self._publish_all = only_changed and not self._publish_all, False
         return processing.posture_outputs(
             self._board.snapshots(shares, now=self.clock(), only_changed=only_changed)

@@ -34,9 +34,10 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kposture.evaluate import posture, synthetic
+from kposture.evaluate import synthetic
 from kposture.evaluate.engine import evaluating as engine_mod
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.posture import tallying
 from kposture.evaluate.stream import inventory, processing
 from kposture.schemas import resources
 
@@ -218,7 +219,7 @@ def phase(events: int, cpu_seconds: float, samples_ns: Sequence[int], *, outputs
 
 
 def memory(
-    table: Table, added: Sequence[resources.ResourceEvent], *, meta: posture.CheckMeta
+    table: Table, added: Sequence[resources.ResourceEvent], *, meta: tallying.CheckMeta
 ) -> dict[str, Any]:
     """The objects table per tracked object, and under ``state`` all of a worker's state."""
     return {
@@ -254,7 +255,7 @@ def state_memory(
     table: Table,
     added: Sequence[resources.ResourceEvent],
     *,
-    meta: posture.CheckMeta,
+    meta: tallying.CheckMeta,
     tracked: int,
 ) -> dict[str, Any]:
     """Bytes per tracked object of all the state a worker keeps: tables, indexes and tally.
@@ -278,7 +279,7 @@ def state_memory(
         gc.collect()
         after_inventory = tracemalloc.get_traced_memory()[0]
         written = len(entries)
-        tally = posture.Tally(meta)
+        tally = tallying.Tally(meta)
         for state in states:
             tally.add(state.partition, processing.contribution_of(state))
         tally.shares()  # aggregated into scopes, as a worker's tally is after a publication

@@ -1,7 +1,7 @@
-"""The posture rollup on the real broker: its snapshots are posture.Tally's, however it runs.
+"""The posture rollup on the real broker: its snapshots are tallying.Tally's, however it runs.
 
 Contribution records are produced as evaluate produces them (CloudEvents, tombstones for
-deleted objects); the rollup's latest snapshot of every scope must equal what ``posture.Tally``
+deleted objects); the rollup's latest snapshot of every scope must equal what ``tallying.Tally``
 computes from the objects' final contributions, with one rollup instance or two.
 """
 
@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from evaluate_harness import CLUSTER, Bus
 
-from kposture.evaluate import contributing, posture, rollup
+from kposture.evaluate.posture import contributing, rollup, tallying
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod
 from kposture.schemas import codec, common, envelope, topics
@@ -42,7 +42,7 @@ def meta(baseline: str, check: str) -> tuple[common.Severity, tuple[str, ...]] |
     return CHECKS.get((baseline, check))
 
 
-def random_contribution(rng: random.Random, namespace: str) -> posture.Contribution | None:
+def random_contribution(rng: random.Random, namespace: str) -> tallying.Contribution | None:
     """An object's contribution (``None``: the object was deleted)."""
     if rng.random() < 0.15:
         return None
@@ -52,15 +52,15 @@ def random_contribution(rng: random.Random, namespace: str) -> posture.Contribut
         if roll < 0.5:
             passed.append((baseline, check))
         elif roll < 0.8:
-            failing.append((baseline, check, posture.FAIL, severity, controls))
+            failing.append((baseline, check, tallying.FAIL, severity, controls))
         elif roll < 0.9:
-            failing.append((baseline, check, posture.WAIVED, severity, controls))
-    return posture.Contribution(CLUSTER, namespace, tuple(passed), tuple(failing))
+            failing.append((baseline, check, tallying.WAIVED, severity, controls))
+    return tallying.Contribution(CLUSTER, namespace, tuple(passed), tuple(failing))
 
 
 def stream(
     seed: int, *, objects: int, changes: int
-) -> list[tuple[str, posture.Contribution | None]]:
+) -> list[tuple[str, tallying.Contribution | None]]:
     """Each object added, then random replacements and deletions (of one namespace, ``gone``,
     every object is deleted at the end, so its scope empties out)."""
     rng = random.Random(seed)
@@ -75,9 +75,9 @@ def stream(
     return out
 
 
-def expected(changes: list[tuple[str, posture.Contribution | None]]) -> dict[str, Shown]:
+def expected(changes: list[tuple[str, tallying.Contribution | None]]) -> dict[str, Shown]:
     """What the tally shows for the objects' final contributions (scopes that count anything)."""
-    tally = posture.Tally(meta)
+    tally = tallying.Tally(meta)
     for contribution in dict(changes).values():
         tally.add(0, contribution)
     return {s.key: shown(s) for s in tally.snapshots(now=NOW, only_changed=False)}
@@ -97,7 +97,7 @@ def shown(snapshot: posture_schema.PostureSnapshot) -> Shown:
     )
 
 
-async def produce(bus: Bus, changes: list[tuple[str, posture.Contribution | None]]) -> None:
+async def produce(bus: Bus, changes: list[tuple[str, tallying.Contribution | None]]) -> None:
     """Produce the contribution records as evaluate does (a tombstone for a deletion)."""
     name = bus.name(topics.Topic.CONTRIBUTIONS)
     sent = []

@@ -19,9 +19,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 import orjson
 
-from kposture.evaluate import posture
 from kposture.evaluate.engine import tracking
 from kposture.evaluate.policy import store as policy_store
+from kposture.evaluate.posture import tallying
 from kposture.evaluate.stream import storing
 from kposture.schemas import codec, common, deadletter, envelope, findings, resources, topics
 from kposture.schemas import posture as posture_schema
@@ -78,7 +78,7 @@ class Processor:
     """
 
     def __init__(self, policy: policy_store.PolicySet, *, clock: Clock = common.utcnow) -> None:
-        self.tally = posture.Tally()
+        self.tally = tallying.Tally()
         self.policy = policy
         self.clock = clock
         self.surroundings: Callable[[str, str], tracking.Surroundings | None] = _no_surroundings
@@ -546,11 +546,11 @@ _verdicts = _ByIdentity(tracking.Verdict.of)
 _NO_NAMESPACE_SALT = _hashed(b"{}")
 
 
-def contribution_of(state: ObjectState | None) -> posture.Contribution | None:
+def contribution_of(state: ObjectState | None) -> tallying.Contribution | None:
     """What a stored state adds to the posture tally (``None`` for no state)."""
     if state is None:
         return None
-    return posture.contribution(
+    return tallying.contribution(
         cluster=state.cluster,
         namespace=state.ref.namespace,
         passed=state.passed,

@@ -21,7 +21,7 @@ from typing import Any
 import faust
 from aiokafka.partitioner import DefaultPartitioner
 
-from kposture.evaluate import summing
+from kposture.evaluate.posture import summing
 from kposture.evaluate.stream import processing
 from kposture.runtime import kafka
 from kposture.runtime import settings as settings_mod

@@ -1,6 +1,6 @@
 """Turns an object's posture contribution into the record evaluate publishes for the rollup.
 
-Evaluate keeps each object's contribution as ``posture.Contribution`` (passing checks without
+Evaluate keeps each object's contribution as ``tallying.Contribution`` (passing checks without
 their metadata, open findings' outcomes with theirs); the contributions topic carries it as
 ``schemas.posture.Contribution``, every outcome with its severity and controls, so the rollup
 needs no policy. Pure: no I/O.
@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from kposture.evaluate import posture
+from kposture.evaluate.posture import tallying
 from kposture.schemas import posture as posture_schema
 
 _OUTCOMES = {
-    posture.PASS: posture_schema.Outcome.PASS,
-    posture.FAIL: posture_schema.Outcome.FAIL,
-    posture.WAIVED: posture_schema.Outcome.WAIVED,
+    tallying.PASS: posture_schema.Outcome.PASS,
+    tallying.FAIL: posture_schema.Outcome.FAIL,
+    tallying.WAIVED: posture_schema.Outcome.WAIVED,
 }
 
 
 def contribution_record(
-    contribution: posture.Contribution, *, meta: posture.CheckMeta, evaluated_at: dt.datetime
+    contribution: tallying.Contribution, *, meta: tallying.CheckMeta, evaluated_at: dt.datetime
 ) -> posture_schema.Contribution:
     """The record of ``contribution``; ``meta`` gives passing checks' severity and controls.
 

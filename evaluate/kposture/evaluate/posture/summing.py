@@ -4,7 +4,7 @@ An object's contribution changing from ``old`` to ``new`` moves the counts of a 
 (its cluster, namespace, baselines and controls); ``deltas`` nets the two per scope. A scope's
 ``Sum`` adds the deltas up, each one once: a delta names the contributions partition and
 offset it comes from, and a sum ignores what it has already applied, so a delta sent again
-after a crash changes nothing. Counts and weights are those of ``posture.Tally``. Pure: no I/O.
+after a crash changes nothing. Counts and weights are those of ``tallying.Tally``. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _bump(counts: dict[str, int], key: str, n: int) -> None:
 
 
 def scopes_of(cluster: str, namespace: str, baseline: str, controls: Iterable[str]) -> list[Scope]:
-    """The scopes an outcome counts in (as ``posture._scopes_of``)."""
+    """The scopes an outcome counts in (as ``tallying._scopes_of``)."""
     scopes: list[Scope] = [
         (cluster, posture_schema.Scope.CLUSTER, cluster),
         (cluster, posture_schema.Scope.BASELINE, baseline),

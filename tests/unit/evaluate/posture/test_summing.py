@@ -1,4 +1,4 @@
-"""The rollup's arithmetic: per-scope deltas add up to what ``posture.Tally`` counts."""
+"""The rollup's arithmetic: per-scope deltas add up to what ``tallying.Tally`` counts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kposture.evaluate import contributing, posture, summing
+from kposture.evaluate.posture import contributing, summing, tallying
 from kposture.schemas import common
 from kposture.schemas import posture as posture_schema
 
@@ -27,7 +27,7 @@ def meta(baseline: str, check: str) -> tuple[common.Severity, tuple[str, ...]] |
     return CHECKS.get((baseline, check))
 
 
-def random_contribution(rng: random.Random) -> posture.Contribution | None:
+def random_contribution(rng: random.Random) -> tallying.Contribution | None:
     """An object's contribution in one of two clusters and three namespaces, or none."""
     if rng.random() < 0.15:
         return None
@@ -37,15 +37,15 @@ def random_contribution(rng: random.Random) -> posture.Contribution | None:
         if roll < 0.5:
             passed.append((baseline, check))
         elif roll < 0.8:
-            failing.append((baseline, check, posture.FAIL, severity, controls))
+            failing.append((baseline, check, tallying.FAIL, severity, controls))
         elif roll < 0.9:
-            failing.append((baseline, check, posture.WAIVED, severity, controls))
-    return posture.Contribution(
+            failing.append((baseline, check, tallying.WAIVED, severity, controls))
+    return tallying.Contribution(
         rng.choice(["c1", "c2"]), rng.choice(["", "shop", "db"]), tuple(passed), tuple(failing)
     )
 
 
-def record(contribution: posture.Contribution | None) -> posture_schema.Contribution | None:
+def record(contribution: tallying.Contribution | None) -> posture_schema.Contribution | None:
     """The contributions-topic record of a contribution (``None``: a tombstone)."""
     if contribution is None:
         return None
@@ -68,7 +68,7 @@ def test_summed_deltas_equal_the_tally_after_any_replacements(
 ) -> None:
     """Adding up the deltas of every replacement gives the tally's snapshots of the end state."""
     rng = random.Random(seed)
-    current: dict[int, posture.Contribution | None] = dict.fromkeys(range(objects))
+    current: dict[int, tallying.Contribution | None] = dict.fromkeys(range(objects))
     sums: dict[summing.Scope, summing.Counts] = {}
     steps = [rng.randrange(objects) for _ in range(objects + changes)]
     for uid in steps:
@@ -76,7 +76,7 @@ def test_summed_deltas_equal_the_tally_after_any_replacements(
         for scope, delta in summing.deltas(record(old), record(new)).items():
             sums.setdefault(scope, summing.Counts()).add(delta)
         current[uid] = new
-    tally = posture.Tally(meta)
+    tally = tallying.Tally(meta)
     for contribution in current.values():
         tally.add(0, contribution)
     assert snapshots_of(sums) == tally.snapshots(now=NOW, only_changed=False)
@@ -104,7 +104,7 @@ def test_an_unchanged_contribution_moves_nothing() -> None:
 
 def test_a_tombstone_removes_exactly_what_the_object_added() -> None:
     """Adding an object and then deleting it leaves every scope it touched at zero."""
-    added = record(posture.Contribution("c1", "shop", (("pss", "privileged"),), ()))
+    added = record(tallying.Contribution("c1", "shop", (("pss", "privileged"),), ()))
     plus = summing.deltas(None, added)
     minus = summing.deltas(added, None)
     assert (
@@ -129,7 +129,7 @@ def test_a_tombstone_removes_exactly_what_the_object_added() -> None:
 
 def test_a_passing_check_that_left_the_policy_is_not_published() -> None:
     """A passing check the policy no longer knows is left out, as the tally leaves it out."""
-    contribution = posture.Contribution("c1", "", (("gone", "check"), ("cis", "5.7.4")), ())
+    contribution = tallying.Contribution("c1", "", (("gone", "check"), ("cis", "5.7.4")), ())
     published = record(contribution)
     assert published is not None
     assert [(o.baseline, o.check, o.outcome) for o in published.outcomes] == [
@@ -139,7 +139,7 @@ def test_a_passing_check_that_left_the_policy_is_not_published() -> None:
 
 def test_a_sum_applies_each_records_delta_once() -> None:
     """A delta sent again (same partition, same or earlier offset) changes nothing."""
-    delta = summing.deltas(None, record(posture.Contribution("c1", "a", (("cis", "5.2.7"),), ())))
+    delta = summing.deltas(None, record(tallying.Contribution("c1", "a", (("cis", "5.2.7"),), ())))
     one = next(iter(delta.values()))
     total = summing.Sum()
     assert total.apply(one, partition=0, offset=5)
@@ -154,8 +154,8 @@ def test_a_sum_applies_each_records_delta_once() -> None:
 
 def test_deltas_travel_as_bytes_unchanged() -> None:
     """A delta decodes to the counts, partition and offset it was encoded with."""
-    failing = posture.Contribution(
-        "c1", "a", (), (("pss", "privileged", posture.FAIL, common.Severity.CRITICAL, ("NSA",)),)
+    failing = tallying.Contribution(
+        "c1", "a", (), (("pss", "privileged", tallying.FAIL, common.Severity.CRITICAL, ("NSA",)),)
     )
     for scope, counts in summing.deltas(record(failing), None).items():
         assert summing.decode_delta(summing.encode_delta(counts, partition=2, offset=9)) == (

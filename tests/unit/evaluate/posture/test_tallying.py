@@ -6,8 +6,8 @@ import collections
 import datetime as dt
 import random
 
-from kposture.evaluate import posture
 from kposture.evaluate.engine import tracking
+from kposture.evaluate.posture import tallying
 from kposture.schemas import common, findings
 from kposture.schemas import posture as posture_schema
 
@@ -17,7 +17,7 @@ SEVERITIES = list(common.Severity)
 WAIVER = findings.Waiver(name="w", reason="r", owner="o", ticket="t")
 
 
-def meta_of(seed: int) -> posture.CheckMeta:
+def meta_of(seed: int) -> tallying.CheckMeta:
     """Check metadata of a policy; some seeds drop a check, as a new policy version may."""
     rng = random.Random(seed)
     index = {
@@ -46,7 +46,7 @@ def finding(baseline: str, check: str, rng: random.Random) -> tracking.OpenFindi
     )
 
 
-def contribution(rng: random.Random) -> posture.Contribution:
+def contribution(rng: random.Random) -> tallying.Contribution:
     """A random object's contribution: some checks pass, some are open."""
     passed, open_ = [], []
     for ident in CHECKS:
@@ -55,7 +55,7 @@ def contribution(rng: random.Random) -> posture.Contribution:
             passed.append(ident)
         elif draw < 0.7:
             open_.append(finding(*ident, rng))
-    return posture.contribution(
+    return tallying.contribution(
         cluster=rng.choice(("c1", "c2")),
         namespace=rng.choice(("", "ns1", "ns2", "ns3")),
         passed=passed,
@@ -64,7 +64,7 @@ def contribution(rng: random.Random) -> posture.Contribution:
 
 
 def rebuilt(
-    objects: dict[tuple[int, int], posture.Contribution], meta: posture.CheckMeta
+    objects: dict[tuple[int, int], tallying.Contribution], meta: tallying.CheckMeta
 ) -> dict[str, tuple[object, ...]]:
     """Snapshots computed from scratch, as the tally did before it was incremental."""
     scopes: dict[tuple[str, str, str], collections.Counter[str]] = {}
@@ -87,10 +87,10 @@ def rebuilt(
                 counts = scopes.setdefault(where, collections.Counter())
                 pair = weights.setdefault(where, [0.0, 0.0])
                 counts[key.outcome] += 1
-                if key.outcome == posture.FAIL:
+                if key.outcome == tallying.FAIL:
                     counts[f"sev:{severity}"] += 1
                     pair[1] += weight[severity]
-                elif key.outcome == posture.PASS:
+                elif key.outcome == tallying.PASS:
                     pair[0] += weight[severity]
     out = {}
     for (cluster, scope, scope_key), counts in scopes.items():
@@ -99,9 +99,9 @@ def rebuilt(
         score = 100.0 if total == 0 else round(100.0 * passing / total, 2)
         by_severity = {k[4:]: v for k, v in sorted(counts.items()) if k.startswith("sev:")}
         out[f"{cluster}/{scope}/{scope_key}"] = (
-            counts[posture.PASS],
-            counts[posture.FAIL],
-            counts[posture.WAIVED],
+            counts[tallying.PASS],
+            counts[tallying.FAIL],
+            counts[tallying.WAIVED],
             by_severity,
             score,
         )
@@ -115,12 +115,12 @@ def as_dict(snapshots: list[posture_schema.PostureSnapshot]) -> dict[str, tuple[
     }
 
 
-Objects = dict[tuple[int, int], posture.Contribution]
+Objects = dict[tuple[int, int], tallying.Contribution]
 
 
 def edit(
     rng: random.Random,
-    tally: posture.Tally,
+    tally: tallying.Tally,
     objects: Objects,
     key: tuple[int, int],
     draw: float,
@@ -143,7 +143,7 @@ def edit(
     return False
 
 
-def rebuild(tally: posture.Tally, objects: Objects, partition: int) -> None:
+def rebuild(tally: tallying.Tally, objects: Objects, partition: int) -> None:
     """Rebuild one partition's counts from the objects, as a sweep does from the table."""
     tally.drop(partition)
     for ident in [i for i in objects if i[0] == partition]:
@@ -156,8 +156,8 @@ def test_incremental_snapshots_equal_a_rebuild_through_adds_removes_drops_and_po
     """After any sequence of changes, a full snapshot equals the tally rebuilt from objects."""
     rng = random.Random(7)
     meta = meta_of(0)
-    tally = posture.Tally(meta)
-    objects: dict[tuple[int, int], posture.Contribution] = {}
+    tally = tallying.Tally(meta)
+    objects: dict[tuple[int, int], tallying.Contribution] = {}
     published: dict[str, tuple[object, ...]] = {}
     for step in range(600):
         partition, uid = rng.randrange(3), rng.randrange(20)
@@ -184,7 +184,7 @@ def test_incremental_snapshots_equal_a_rebuild_through_adds_removes_drops_and_po
 def test_an_unchanged_tally_publishes_nothing_and_an_emptied_scope_publishes_zero_once() -> None:
     """Only changed scopes are published; the last object leaving a scope publishes zeros."""
     rng = random.Random(1)
-    tally = posture.Tally(meta_of(0))
+    tally = tallying.Tally(meta_of(0))
     item = contribution(rng)
     tally.add(0, item)
     first = tally.snapshots(now=T0, only_changed=True)
@@ -203,11 +203,11 @@ def test_workers_sharing_the_partitions_publish_the_posture_of_all_of_them() -> 
     from one worker to the other and policy swaps."""
     rng = random.Random(11)
     meta = meta_of(0)
-    workers = [posture.Tally(meta), posture.Tally(meta)]
+    workers = [tallying.Tally(meta), tallying.Tally(meta)]
     owner = {0: 0, 1: 1, 2: 1}
-    table = posture.Shares()
-    board = posture.Board()
-    objects: dict[tuple[int, int], posture.Contribution] = {}
+    table = tallying.Shares()
+    board = tallying.Board()
+    objects: dict[tuple[int, int], tallying.Contribution] = {}
     published: dict[str, tuple[object, ...]] = {}
 
     def tick() -> dict[str, tuple[object, ...]]:
@@ -244,30 +244,30 @@ def test_workers_sharing_the_partitions_publish_the_posture_of_all_of_them() -> 
 def test_the_shares_index_follows_changelog_writes() -> None:
     """A deleted key set to None, then popped (as dict updates do it): the scope's total follows."""
     rng = random.Random(3)
-    tally = posture.Tally(meta_of(0))
+    tally = tallying.Tally(meta_of(0))
     tally.add(0, contribution(rng))
     tally.add(1, contribution(rng))
-    source = posture.Shares()
+    source = tallying.Shares()
     for partition, where, counts in tally.shares():
         source.put(partition, where, counts)
-    copy = posture.Shares()
+    copy = tallying.Shares()
     copy.update(dict(source))  # a changelog batch
     assert copy.scopes() == source.scopes()
     where = next(iter(source.scopes()))
     assert copy.total(where).raw() == source.total(where).raw()
-    for key in [k for k in source if posture.parse_share_key(k) == (1, where)]:
+    for key in [k for k in source if tallying.parse_share_key(k) == (1, where)]:
         copy.update({key: None})
         copy.pop(key, None)
     copy.take_changed()
-    remaining = posture.Shares({k: v for k, v in source.items() if k in copy})
+    remaining = tallying.Shares({k: v for k, v in source.items() if k in copy})
     assert copy.total(where).raw() == remaining.total(where).raw()
-    assert posture.parse_share_key(b"not a share") is None
+    assert tallying.parse_share_key(b"not a share") is None
 
 
 def test_shares_of_partitions_not_asked_for_wait_for_a_call_that_asks() -> None:
     """A worker tells only the shares of partitions it has tallied: the others stay due."""
     rng = random.Random(5)
-    tally = posture.Tally(meta_of(0))
+    tally = tallying.Tally(meta_of(0))
     tally.add(0, contribution(rng))
     tally.add(1, contribution(rng))
     told = tally.shares([0])
