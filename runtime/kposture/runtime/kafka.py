@@ -163,6 +163,28 @@ async def create_changelogs(kafka: settings_mod.KafkaSettings, names: Iterable[s
         await admin.close()
 
 
+async def committed_offsets(
+    kafka: settings_mod.KafkaSettings, group_id: str, partitions: Iterable[aiokafka.TopicPartition]
+) -> dict[aiokafka.TopicPartition, int | None]:
+    """The offsets ``group_id`` has committed for ``partitions``, as the broker has them now.
+
+    A group member's own ``committed()`` answers from a cache filled at assignment, which
+    offsets committed inside producer transactions never update; this asks the broker.
+    ``None``: nothing committed.
+    """
+    wanted = list(partitions)
+    admin = await _admin(kafka)
+    try:
+        found = await admin.list_consumer_group_offsets(group_id, partitions=wanted)
+    finally:
+        await admin.close()
+    out: dict[aiokafka.TopicPartition, int | None] = {}
+    for tp in wanted:
+        meta = found.get(tp)
+        out[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
+    return out
+
+
 async def delete_topics(
     kafka: settings_mod.KafkaSettings, select: Callable[[str], bool], *, batch: int = 200
 ) -> list[str]:

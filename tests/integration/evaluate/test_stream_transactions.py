@@ -149,15 +149,17 @@ class _FailingOnce:
 async def test_a_chunk_whose_handling_fails_is_read_again_from_the_committed_offset(
     settings: settings_mod.Settings,
 ) -> None:
-    """Outputs put before the failure are dropped; every record's output commits once."""
+    """Outputs put before the failure are dropped; every record's output commits once.
+
+    The failure comes after a first transaction committed offsets in the same assignment:
+    the partition is read again from those, not from where the assignment began.
+    """
     source, out = f"{settings.kafka.topic_prefix}-in", f"{settings.kafka.topic_prefix}-out"
     await _topics(settings, source, out)
     producer = kafka.producer(settings.kafka, client_id="test-input")
     await producer.start()
     values = [f"r{n}".encode() for n in range(300)]
-    await asyncio.gather(*[await producer.send(source, value=v, key=b"k") for v in values])
-    await producer.stop()
-    handler = _FailingOnce(out, fail_at=150)
+    handler = _FailingOnce(out, fail_at=200)
     stream = consuming.Stream(
         settings,
         topic=source,
@@ -169,13 +171,18 @@ async def test_a_chunk_whose_handling_fails_is_read_again_from_the_committed_off
     running = asyncio.create_task(stream.run())
     try:
         async with asyncio.timeout(60):
-            while await _group_offset(settings, source) != len(values):  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+            for part, done in ((values[:150], 150), (values[150:], 300)):
+                await asyncio.gather(
+                    *[await producer.send(source, value=v, key=b"k") for v in part]
+                )
+                while await _group_offset(settings, source) != done:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await stream.stop()
+        await producer.stop()
     assert handler.failed
     assert len(handler.restored) >= 2  # the first assignment, then the restore after the failure
     assert await _committed_values(settings, out) == values

@@ -91,6 +91,9 @@ class Stream:
         self._reset: set[int] = set()  # partitions whose transaction failed
         self._unopened: set[int] = set()  # assigned partitions whose restore failed
         self._assigned = asyncio.Event()
+        # Serialises what opens and closes writers (the rebalance callbacks and the recovery
+        # after a failed transaction), so a recovery never reopens a partition revoked meanwhile.
+        self._moving = asyncio.Lock()
 
     @property
     def owned(self) -> set[int]:
@@ -183,22 +186,20 @@ class Stream:
             elif isinstance(result, transactions.CommitFailedError):
                 log.warning("partition %d: %s; restoring it", partition, result)
                 self._reset.add(partition)
-            elif isinstance(result, BaseException):
+            elif isinstance(result, BaseException):  # cancelled: the stream is stopping
                 raise result
 
     async def _recover(self) -> None:
+        async with self._moving:
+            await self._recover_locked()
+
+    async def _recover_locked(self) -> None:
         # A failed transaction left this worker's state ahead of the changelog: restore the
-        # partition as a new assignment would, and read again from its committed offset. A
-        # fenced partition is another worker's now: it is dropped, and the rebalance that
-        # follows says what this worker owns. A partition whose restore failed is retried.
+        # partition as a new assignment would (a new producer, which fences any other), and
+        # read again from the offset the broker has committed. A fenced worker does the same:
+        # a transaction timeout fences the owner itself; a true zombie is told by the
+        # rebalance that follows. A partition whose restore failed is retried.
         resets, self._reset = self._reset & set(self.writers), set()
-        fenced = {p for p in resets if self.writers[p].fenced}
-        if fenced:
-            self.generation += 1
-            self.handler.revoked(fenced)
-            await self._close(fenced)
-            self._consumer.pause(*self._assigned_tps(fenced))
-        resets -= fenced
         if resets:
             self.generation += 1
             self.handler.revoked(resets)
@@ -214,13 +215,6 @@ class Stream:
             )
             self._unopened |= retry
             await asyncio.sleep(RETRY_S)
-            return
-        for tp in self._assigned_tps(retry):
-            committed = await self._consumer.committed(tp)
-            if committed is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, committed)
 
     def _assigned_partitions(self) -> set[int]:
         return {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
@@ -230,16 +224,25 @@ class Stream:
         return [tp for p in partitions if (tp := TopicPartition(self.topic, p)) in assigned]
 
     async def _open(self, partitions: set[int]) -> None:
-        # Producers first: starting one fences the partition's previous owner and aborts its
-        # open transaction, so the changelog read next is final.
+        # Producers first: starting one fences the partition's previous owner and settles
+        # its open transaction, so the committed offsets and the changelog read after it are
+        # final and agree. (The offsets the consumer fetched on assignment may predate that
+        # settlement.) The writers are registered right after the handler's restore returns,
+        # with no wait between, so work the handler queued meanwhile finds them.
         made = {p: self._writer(p) for p in sorted(partitions)}
         try:
             await asyncio.gather(*(w.producer.start() for w in made.values()))  # type: ignore[attr-defined]
+            tps = self._assigned_tps(made)
+            committed = await kafka.committed_offsets(self.settings.kafka, self.group_id, tps)
+            for tp, offset in committed.items():
+                if offset is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, offset)
             await self.handler.assigned(set(made))
         except BaseException:
-            await asyncio.gather(
-                *(w.producer.stop() for w in made.values()), return_exceptions=True
-            )
+            self.handler.revoked(set(made))  # whatever was restored of them
+            await self._stop_producers(made.values())
             raise
         self.writers.update(made)
         self.readiness.report("partitions", ok=True, detail=f"{len(self.writers)} assigned")
@@ -248,7 +251,11 @@ class Stream:
         closing = [self.writers.pop(p) for p in partitions if p in self.writers]
         for writer in closing:
             writer.discard()
-        await asyncio.gather(*(w.producer.stop() for w in closing), return_exceptions=True)
+        await self._stop_producers(closing)
+
+    @staticmethod
+    async def _stop_producers(writers: Iterable[transactions.PartitionWriter]) -> None:
+        await asyncio.gather(*(w.producer.stop() for w in writers), return_exceptions=True)
 
     def _writer(self, partition: int) -> transactions.PartitionWriter:
         producer = kafka.transactional_producer(
@@ -261,6 +268,10 @@ class Stream:
         )
 
     async def _revoked(self, tps: Iterable[TopicPartition]) -> None:
+        async with self._moving:
+            await self._revoked_locked(tps)
+
+    async def _revoked_locked(self, tps: Iterable[TopicPartition]) -> None:
         partitions = {tp.partition for tp in tps if tp.topic == self.topic}
         self.generation += 1
         self._assigned.clear()  # set again once the next assignment is restored
@@ -275,6 +286,10 @@ class Stream:
         self._unopened -= partitions
 
     async def _assigned_now(self, tps: Iterable[TopicPartition]) -> None:
+        async with self._moving:
+            await self._assigned_locked(tps)
+
+    async def _assigned_locked(self, tps: Iterable[TopicPartition]) -> None:
         partitions = {tp.partition for tp in tps if tp.topic == self.topic}
         self.generation += 1
         stale = set(self.writers) - partitions

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import ProducerFenced
 from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
@@ -180,20 +180,22 @@ class PartitionWriter:
             except ProducerFenced as exc:
                 self.fenced = True
                 raise FencedError(f"{self.source} belongs to another worker") from exc
-            except (KafkaError, OSError) as exc:
+            except Exception as exc:  # any failure aborts; the caller restores the partition
+                # Besides the broker's errors, aiokafka raises assertions and IllegalOperation
+                # from a producer whose transaction state went wrong: it is replaced too.
                 await self._abort()
                 raise CommitFailedError(f"transaction of {self.source} aborted: {exc!r}") from exc
             self.committed += 1
             return records
 
     async def _abort(self) -> None:
+        # Whatever the abort says, the caller replaces this writer and its producer.
         try:
             await self.producer.abort_transaction()
         except ProducerFenced:
             self.fenced = True
         except Exception as exc:  # noqa: BLE001 - a producer in a fatal state is replaced
             log.warning("abort of %s failed, the producer is replaced: %r", self.source, exc)
-            self.fenced = True
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
