@@ -134,16 +134,7 @@ def _tail(log: pathlib.Path) -> str:
 async def _crash_run(
     kafka_bootstrap: str, tmp_path: pathlib.Path, *, objects: int, events: int, kills: int
 ) -> None:
-    stream = _stream(objects, events)
-    reference, crashed = _settings(kafka_bootstrap), _settings(kafka_bootstrap)
-    for settings in (reference, crashed):
-        await kafka.create_topics(settings.kafka)
-        await bursting.produce(settings, stream)
-    total = len(stream)
-
-    async with running(reference):
-        await _wait_for(lambda: _reached(reference, total), what="the reference run's end")
-    expected = await _transitions(reference)
+    crashed, total, expected = await _reference_run(kafka_bootstrap, _stream(objects, events))
 
     config = tmp_path / "evaluate.yaml"
     killed = 0
@@ -200,20 +191,29 @@ def _assert_same_findings(expected: dict[str, list[Seen]], got: dict[str, list[S
     assert not twice, f"{len(twice)} keys got a record twice, e.g. {got[twice[0]]}"
 
 
-async def _reached(settings: settings_mod.Settings, count: int) -> bool:
-    return await _progress(settings) >= count
+async def _reference_run(
+    kafka_bootstrap: str, stream: list[Any]
+) -> tuple[settings_mod.Settings, int, dict[str, list[Seen]]]:
+    """``stream`` on two fresh prefixes; one handled by an uninterrupted in-process worker.
 
-
-async def _restart_run(kafka_bootstrap: str, *, objects: int, events: int, restarts: int) -> None:
-    stream = _stream(objects, events)
-    reference, restarted = _settings(kafka_bootstrap), _settings(kafka_bootstrap)
-    for settings in (reference, restarted):
+    Returns the other prefix's settings, the stream's length and the reference's findings.
+    """
+    reference, tested = _settings(kafka_bootstrap), _settings(kafka_bootstrap)
+    for settings in (reference, tested):
         await kafka.create_topics(settings.kafka)
         await bursting.produce(settings, stream)
     total = len(stream)
     async with running(reference):
         await _wait_for(lambda: _reached(reference, total), what="the reference run's end")
-    expected = await _transitions(reference)
+    return tested, total, await _transitions(reference)
+
+
+async def _reached(settings: settings_mod.Settings, count: int) -> bool:
+    return await _progress(settings) >= count
+
+
+async def _restart_run(kafka_bootstrap: str, *, objects: int, events: int, restarts: int) -> None:
+    restarted, total, expected = await _reference_run(kafka_bootstrap, _stream(objects, events))
 
     state, jars = environment.kafka_state(), devkafka.ensure_jars()
     async with running(restarted):
@@ -248,15 +248,7 @@ async def test_a_paused_worker_that_resumes_after_losing_its_partitions_writes_n
     kafka_bootstrap: str, tmp_path: pathlib.Path
 ) -> None:
     """SIGSTOP one worker mid-stream, let another take over, SIGCONT it: no record twice."""
-    stream = _stream(500, 2000)
-    reference, paused = _settings(kafka_bootstrap), _settings(kafka_bootstrap)
-    for settings in (reference, paused):
-        await kafka.create_topics(settings.kafka)
-        await bursting.produce(settings, stream)
-    total = len(stream)
-    async with running(reference):
-        await _wait_for(lambda: _reached(reference, total), what="the reference run's end")
-    expected = await _transitions(reference)
+    paused, total, expected = await _reference_run(kafka_bootstrap, _stream(500, 2000))
 
     log = tmp_path / "evaluate.log"
     first = _child(paused, tmp_path / "first.yaml")

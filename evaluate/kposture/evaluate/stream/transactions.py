@@ -21,9 +21,9 @@ from typing import Any, Protocol
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import TopicPartition
 
-log = logging.getLogger(__name__)
+from kposture.evaluate.stream import publishing
 
-Headers = list[tuple[str, bytes]]
+log = logging.getLogger(__name__)
 
 
 class TransactionError(Exception):
@@ -49,25 +49,15 @@ class CommitFailedError(TransactionError):
     retriable = True
 
 
-class Batch(Protocol):
-    """An open record batch (aiokafka's ``BatchBuilder``)."""
-
-    def append(
-        self, *, timestamp: int | None, key: bytes | None, value: bytes | None, headers: Headers
-    ) -> object | None:
-        """Add a record; ``None`` when the batch is full."""
-
-    def close(self) -> None:
-        """Refuse further records."""
-
-
 class TransactionalProducer(Protocol):
     """The part of ``aiokafka.AIOKafkaProducer`` (with a transactional id) that is used."""
 
-    def create_batch(self) -> Batch:
+    def create_batch(self) -> publishing.Batch:
         """An empty batch."""
 
-    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+    async def send_batch(
+        self, batch: publishing.Batch, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
         """Queue a batch inside the open transaction."""
 
     async def begin_transaction(self) -> None:
@@ -97,7 +87,7 @@ class PartitionWriter:
         self.producer = producer
         self.source = source
         self.group_id = group_id
-        self._batches: dict[tuple[str, int], list[Batch]] = {}
+        self._batches: dict[tuple[str, int], list[publishing.Batch]] = {}
         self._consumed: int | None = None  # the last input offset handled, not yet committed
         self._records = 0
         self._lock = asyncio.Lock()
@@ -121,7 +111,7 @@ class PartitionWriter:
         *,
         key: bytes | None,
         value: bytes | None,
-        headers: Headers,
+        headers: publishing.Headers,
         partition: int,
     ) -> None:
         """Add one record to the next transaction, behind those put before it."""
