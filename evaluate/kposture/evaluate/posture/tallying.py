@@ -445,7 +445,7 @@ class Shares(watched_dict.Watched):
     Each worker writes the shares of the partitions it owns (``Tally.shares``); the table
     holds every partition's, so adding them up per scope gives the whole posture. It knows
     the keys of each scope and which scopes changed since ``take_changed``, however it was
-    written (this worker's writes, or faust applying another worker's changelog).
+    written (this worker's writes, or another worker's records read from the changelog).
     """
 
     def __init__(self, initial: Mapping[bytes, bytes] | None = None) -> None:
