@@ -343,10 +343,7 @@ class EvaluateApp:
                 return  # our write of the key follows it in the log
             del self._unconfirmed[slot]  # ours never came back (its transaction aborted)
         try:
-            if record.value is None:
-                data.pop(record.key, None)
-            else:
-                data[record.key] = record.value
+            tables.load(data, (record,))
         except Exception:  # a record no worker writes: it must not stop the follower
             log.exception("skipped a changelog record", extra={"topic": record.topic})
 
@@ -892,9 +889,7 @@ class _Handler:
         self.app._revoked(partitions)
 
     def handle(self, records: Sequence[Any], writer: transactions.PartitionWriter) -> None:
-        on_resource = self.app._on_resource
-        for record in records:
-            on_resource(record)
+        self.app._on_resources(records)
 
 
 def _namespace_facts(raw: bytes | None) -> tuple[object, ...] | None:

@@ -99,11 +99,9 @@ async def create_topics(
     Returns each topic name with ``created`` or ``exists``.
     """
     wanted = list(specs or topics.catalogue(prefix=kafka.topic_prefix, partitions=kafka.partitions))
-    admin = await _admin(kafka)
-    try:
-        existing = set(await admin.list_topics())
-        result = {spec.name: "exists" for spec in wanted if spec.name in existing}
-        new = [
+    return await _create(
+        kafka,
+        [
             NewTopic(
                 name=spec.name,
                 num_partitions=spec.partitions,
@@ -111,9 +109,34 @@ async def create_topics(
                 topic_configs=spec.configs(),
             )
             for spec in wanted
-            if spec.name not in existing
-        ]
-        for topic in new:
+        ],
+    )
+
+
+async def create_changelogs(kafka: settings_mod.KafkaSettings, names: Iterable[str]) -> None:
+    """Create compacted changelog topics of the configured partition count, if missing."""
+    await _create(
+        kafka,
+        [
+            NewTopic(
+                name=name,
+                num_partitions=kafka.partitions,
+                replication_factor=kafka.replication_factor,
+                topic_configs={"cleanup.policy": "compact"},
+            )
+            for name in names
+        ],
+    )
+
+
+async def _create(kafka: settings_mod.KafkaSettings, wanted: list[NewTopic]) -> dict[str, str]:
+    admin = await _admin(kafka)
+    try:
+        existing = set(await admin.list_topics())
+        result = {topic.name: "exists" for topic in wanted if topic.name in existing}
+        for topic in wanted:
+            if topic.name in existing:
+                continue
             # One request per topic: a race with another creator fails only that topic.
             # The admin client reports per-topic failures as error codes in the response,
             # not as exceptions, so each code is read here.
@@ -133,56 +156,6 @@ async def create_topics(
         return result
     finally:
         await admin.close()
-
-
-async def create_changelogs(kafka: settings_mod.KafkaSettings, names: Iterable[str]) -> None:
-    """Create compacted changelog topics of the configured partition count, if missing."""
-    admin = await _admin(kafka)
-    try:
-        existing = set(await admin.list_topics())
-        for name in names:
-            if name in existing:
-                continue
-            topic = NewTopic(
-                name=name,
-                num_partitions=kafka.partitions,
-                replication_factor=kafka.replication_factor,
-                topic_configs={"cleanup.policy": "compact"},
-            )
-            try:
-                response = await admin.create_topics([topic])
-            except TopicAlreadyExistsError:
-                continue
-            for topic_name, code, *rest in response.topic_errors:
-                if code not in {0, TopicAlreadyExistsError.errno}:
-                    message = rest[0] if rest else ""
-                    raise KafkaAdminError(
-                        f"cannot create topic {topic_name}: error {code} {message}"
-                    )
-    finally:
-        await admin.close()
-
-
-async def committed_offsets(
-    kafka: settings_mod.KafkaSettings, group_id: str, partitions: Iterable[aiokafka.TopicPartition]
-) -> dict[aiokafka.TopicPartition, int | None]:
-    """The offsets ``group_id`` has committed for ``partitions``, as the broker has them now.
-
-    A group member's own ``committed()`` answers from a cache filled at assignment, which
-    offsets committed inside producer transactions never update; this asks the broker.
-    ``None``: nothing committed.
-    """
-    wanted = list(partitions)
-    admin = await _admin(kafka)
-    try:
-        found = await admin.list_consumer_group_offsets(group_id, partitions=wanted)
-    finally:
-        await admin.close()
-    out: dict[aiokafka.TopicPartition, int | None] = {}
-    for tp in wanted:
-        meta = found.get(tp)
-        out[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
-    return out
 
 
 async def delete_topics(
@@ -226,11 +199,10 @@ def transactional_producer(
 async def read_to_end(
     consumer: aiokafka.AIOKafkaConsumer,
     partitions: Iterable[aiokafka.TopicPartition],
-    apply: Callable[[Sequence[Any]], None],
-    *,
-    from_beginning: bool = True,
+    apply: Callable[[Sequence[Any]], object],
 ) -> None:
-    """Read ``partitions`` up to their end offsets as of now, handing each fetch to ``apply``.
+    """Read ``partitions`` from their beginning to their end offsets as of now, handing each
+    fetch to ``apply``.
 
     ``consumer`` is started and not in a group. Under ``read_committed`` the end is the last
     stable offset, so a transaction still open does not hold the read up for ever; the
@@ -240,8 +212,7 @@ async def read_to_end(
     if not wanted:
         return
     consumer.assign(wanted)
-    if from_beginning:
-        await consumer.seek_to_beginning(*wanted)
+    await consumer.seek_to_beginning(*wanted)
     ends = await consumer.end_offsets(wanted)
     left = {tp for tp in wanted if ends[tp] > 0}
     while left:

@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable
+from typing import Protocol
 
 from kposture.schemas import codec, common
 from kposture.schemas import posture as posture_schema
@@ -33,6 +34,18 @@ Scope = tuple[str, posture_schema.Scope, str]
 _Item = tuple[str, str, str, posture_schema.Outcome, common.Severity, tuple[str, ...]]
 # (cluster, namespace, baseline, outcome, severity, controls): what decides the scopes an
 # outcome counts in and how; the check's name does not, so outcomes alike are counted once.
+
+
+class Tallied(Protocol):
+    """Counts of one scope as a snapshot shows them (``Counts``, or the worker tally's)."""
+
+    passing: int
+    failing: int
+    waived: int
+    by_severity: dict[str, int]
+
+    def score(self) -> float:
+        """Percentage of the severity weight that passes."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -222,7 +235,7 @@ class Sum:
         return cls(Counts.of(fields), {int(p): int(o) for p, o in applied.items()})
 
 
-def snapshot(scope: Scope, counts: Counts, *, now: dt.datetime) -> posture_schema.PostureSnapshot:
+def snapshot(scope: Scope, counts: Tallied, *, now: dt.datetime) -> posture_schema.PostureSnapshot:
     """The published snapshot of a scope's counts."""
     cluster, kind, key = scope
     return posture_schema.PostureSnapshot(

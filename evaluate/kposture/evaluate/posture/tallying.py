@@ -32,18 +32,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from kposture.evaluate.engine import tracking
+from kposture.evaluate.posture import summing
 from kposture.evaluate.stream import watched_dict
 from kposture.schemas import codec, common, posture
-
-# Multiples of 0.25, so sums and differences of weights are exact in floating point: adding
-# and later removing an object leaves a score exactly as a rebuild would compute it.
-_WEIGHT = {
-    common.Severity.CRITICAL: 10.0,
-    common.Severity.HIGH: 6.0,
-    common.Severity.MEDIUM: 3.0,
-    common.Severity.LOW: 1.0,
-    common.Severity.INFO: 0.25,
-}
 
 PASS = "pass"  # noqa: S105 - an outcome name, not a password
 FAIL = "fail"
@@ -100,7 +91,7 @@ class _Counts:
     fail_weight: float = 0.0
 
     def add(self, outcome: str, severity: common.Severity, count: int) -> None:
-        weight = _WEIGHT[severity] * count
+        weight = summing.WEIGHT[severity] * count
         if outcome == PASS:
             self.passing += count
             self.pass_weight += weight
@@ -379,21 +370,6 @@ def _outcome(item: _Outcome) -> _Outcome:
     return found
 
 
-def _snapshot(where: _Scope, counts: _Counts, now: dt.datetime) -> posture.PostureSnapshot:
-    cluster, scope, scope_key = where
-    return posture.PostureSnapshot(
-        cluster=cluster,
-        scope=scope,
-        scope_key=scope_key,
-        passing=counts.passing,
-        failing=counts.failing,
-        waived=counts.waived,
-        failing_by_severity=dict(sorted(counts.by_severity.items())),
-        score=counts.score(),
-        computed_at=now,
-    )
-
-
 def share_key(partition: int, where: _Scope) -> bytes:
     """The table key of one partition's share of a scope."""
     cluster, scope, scope_key = where
@@ -519,11 +495,11 @@ class Board:
             counts = shares.total(where)
             if counts.empty():
                 if self._published.pop(where, None) is not None:
-                    out.append(_snapshot(where, counts, now))
+                    out.append(summing.snapshot(where, counts, now=now))
                 continue
             signature = counts.signature()
             if only_changed and self._published.get(where) == signature:
                 continue
             self._published[where] = signature
-            out.append(_snapshot(where, counts, now))
+            out.append(summing.snapshot(where, counts, now=now))
         return out

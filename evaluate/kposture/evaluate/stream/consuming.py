@@ -86,8 +86,6 @@ class Stream:
             heartbeat_interval_ms=int(settings.evaluate.session_timeout_s * 1000 / 4),
         )
         self._work = asyncio.Event()  # something to commit
-        self._idle = asyncio.Event()  # the committer has nothing in flight
-        self._idle.set()
         self._reset: set[int] = set()  # partitions whose transaction failed
         self._unopened: set[int] = set()  # assigned partitions whose restore failed
         self._assigned = asyncio.Event()
@@ -101,7 +99,7 @@ class Stream:
         return set(self.writers)
 
     async def start(self) -> None:
-        """Join the group; returns once a first assignment has been restored."""
+        """Join the group; ``wait_assigned`` tells when the assignment is restored."""
         await self._consumer.start()
         listener = _Listener(revoked=self._revoked, assigned=self._assigned_now)
         self._consumer.subscribe([self.topic], listener=listener)
@@ -119,7 +117,7 @@ class Stream:
                 fetched = await self._consumer.getmany(timeout_ms=1000)
                 for tp, records in fetched.items():
                     writer = self.writers.get(tp.partition)
-                    if writer is None or writer.fenced or tp.partition in self._reset:
+                    if writer is None or tp.partition in self._reset:
                         # Not restored yet, or being reset: read these again once it is.
                         if tp in self._consumer.assignment():
                             self._consumer.seek(tp, records[0].offset)
@@ -171,19 +169,13 @@ class Stream:
             await asyncio.sleep(COMMIT_EVERY_S)  # let a few fetches gather into one transaction
 
     async def _commit(self, writers: Iterable[tuple[int, transactions.PartitionWriter]]) -> None:
+        # A fenced writer's partition is in ``_reset`` already: it is replaced, not committed.
         due = [(p, w) for p, w in writers if w.dirty and not w.fenced]
         if not due:
             return
-        self._idle.clear()
-        try:
-            results = await asyncio.gather(*(w.commit() for _, w in due), return_exceptions=True)
-        finally:
-            self._idle.set()
+        results = await asyncio.gather(*(w.commit() for _, w in due), return_exceptions=True)
         for (partition, _), result in zip(due, results, strict=True):
-            if isinstance(result, transactions.FencedError):
-                log.warning("partition %d was fenced: another worker owns it", partition)
-                self._reset.add(partition)
-            elif isinstance(result, transactions.CommitFailedError):
+            if isinstance(result, transactions.TransactionError):  # aborted or fenced
                 log.warning("partition %d: %s; restoring it", partition, result)
                 self._reset.add(partition)
             elif isinstance(result, BaseException):  # cancelled: the stream is stopping
@@ -205,16 +197,20 @@ class Stream:
             self.handler.revoked(resets)
             await self._close(resets)
         retry, self._unopened = (resets | self._unopened) & self._assigned_partitions(), set()
-        if not retry:
-            return
+        if retry and not await self._try_open(retry):
+            await asyncio.sleep(RETRY_S)
+
+    async def _try_open(self, partitions: set[int]) -> bool:
+        # Whether ``partitions`` were opened; if not, the run loop tries again.
         try:
-            await self._open(retry)
+            await self._open(partitions)
         except Exception:
             log.warning(
-                "partitions %s could not be restored; retrying", sorted(retry), exc_info=True
+                "partitions %s could not be restored; retrying", sorted(partitions), exc_info=True
             )
-            self._unopened |= retry
-            await asyncio.sleep(RETRY_S)
+            self._unopened |= partitions
+            return False
+        return True
 
     def _assigned_partitions(self) -> set[int]:
         return {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
@@ -227,14 +223,14 @@ class Stream:
         # Producers first: starting one fences the partition's previous owner and settles
         # its open transaction, so the committed offsets and the changelog read after it are
         # final and agree. (The offsets the consumer fetched on assignment may predate that
-        # settlement.) The writers are registered right after the handler's restore returns,
-        # with no wait between, so work the handler queued meanwhile finds them.
+        # settlement; ``committed`` asks the broker again.) The writers are registered right
+        # after the handler's restore returns, with no wait between, so work the handler
+        # queued meanwhile finds them.
         made = {p: self._writer(p) for p in sorted(partitions)}
         try:
             await asyncio.gather(*(w.producer.start() for w in made.values()))  # type: ignore[attr-defined]
-            tps = self._assigned_tps(made)
-            committed = await kafka.committed_offsets(self.settings.kafka, self.group_id, tps)
-            for tp, offset in committed.items():
+            for tp in self._assigned_tps(made):
+                offset = await self._consumer.committed(tp)
                 if offset is None:
                     await self._consumer.seek_to_beginning(tp)
                 else:
@@ -296,12 +292,7 @@ class Stream:
         if stale:  # revoked without a revocation (this worker had left the group)
             self.handler.revoked(stale)
             await self._close(stale)
-        new = partitions - set(self.writers)
-        try:
-            await self._open(new)
-        except Exception:
-            log.warning("partitions %s could not be restored; retrying", sorted(new), exc_info=True)
-            self._unopened |= new
+        await self._try_open(partitions - set(self.writers))
         self._assigned.set()
 
 

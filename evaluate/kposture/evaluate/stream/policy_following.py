@@ -9,10 +9,11 @@ A record that is not a valid policy document is dead-lettered and the previous p
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from aiokafka.structs import TopicPartition
 
 from kposture.evaluate.policy import store as policy_store
 from kposture.evaluate.stream import processing
@@ -46,19 +47,12 @@ class PolicyFollower:
         """Read the topic to its end; return the policy in force then."""
         name = kafka.topic_name(self.settings.kafka, topics.Topic.BASELINES)
         consumer = kafka.consumer(
-            self.settings.kafka,
-            name,
-            group_id=None,
-            client_id=f"{self.settings.evaluate.app_id}-policy",
+            self.settings.kafka, group_id=None, client_id=f"{self.settings.evaluate.app_id}-policy"
         )
         await consumer.start()
         self._consumer = consumer
-        while not consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event for this
-            await asyncio.sleep(0.05)
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        while not await _caught_up(consumer, ends):
-            batch = await consumer.getmany(timeout_ms=500)
-            self._apply(r for records in batch.values() for r in records)
+        # One partition, as the catalogue lays the topic out: one order of policy for all.
+        await kafka.read_to_end(consumer, [TopicPartition(name, 0)], self._apply)
         built = self.store.build()
         self.readiness.report("policy", ok=True, detail=describe(built))
         return built
@@ -122,10 +116,3 @@ def _decode_policy(headers: Iterable[tuple[str, bytes]], value: bytes) -> policy
     if not isinstance(document, policy.PolicyDocument):
         raise codec.DecodeError(f"not a policy document: {type(document).__name__}")
     return document
-
-
-async def _caught_up(consumer: Any, ends: Mapping[Any, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
